@@ -1,0 +1,44 @@
+"""Bad input never sinks a stage: the item is named, logged, skipped and recorded."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from musictext import schema, storage
+
+log = logging.getLogger(__name__)
+
+
+class ItemError(ValueError):
+    """An input item that cannot be used; the message names the item and the reason."""
+
+    def __init__(self, item: str, reason: str):
+        super().__init__(f"{item}: {reason}")
+        self.item = item
+        self.reason = reason
+
+
+@dataclass
+class Rejections:
+    stage: str
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, item: str, reason: str) -> None:
+        log.warning("[%s] rejected %s: %s", self.stage, item, reason)
+        self.rows.append({"stage": self.stage, "item": item, "reason": reason})
+
+    def extend(self, rows: list[dict]) -> None:
+        self.rows.extend(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def write(self, artifact_dir: str) -> None:
+        """Always written (possibly empty) so downstream stages can gather every stage's list."""
+        storage.write_jsonl(storage.join(artifact_dir, schema.REJECTED), self.rows)
+
+
+def read_rejections(artifact_dir: str) -> list[dict]:
+    uri = storage.join(artifact_dir, schema.REJECTED)
+    return list(storage.read_jsonl(uri)) if storage.exists(uri) else []
