@@ -1,0 +1,52 @@
+# musictext — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CONSTRAINTS := requirements/constraints.txt
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test test-all bench compile helm lint clean system-deps venv
+
+# Debian packages (FluidSynth + a General MIDI soundfont for the synthetic corpus).
+system-deps:
+	@missing=$$(for p in $$(grep -v '^\s*#' requirements/apt.txt); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# The virtual environment, refreshed whenever a requirements file or pyproject.toml changes.
+$(STAMP): requirements/base.txt requirements/dev.txt $(CONSTRAINTS) pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c $(CONSTRAINTS) -r requirements/dev.txt
+	$(PIP) install -q -c $(CONSTRAINTS) --no-deps -e .
+	@touch $@
+
+venv: system-deps $(STAMP)
+
+demo: venv
+	$(VENV)/bin/musictext run --local $(ARGS)
+
+test: venv
+	$(PY) -m pytest -m "not slow" -q $(ARGS)
+
+test-all: venv
+	$(PY) -m pytest -q $(ARGS)
+
+bench: venv
+	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+compile: venv
+	$(VENV)/bin/musictext compile --output build/musictext.yaml $(ARGS)
+
+helm:
+	tools/fetch-helm.sh
+
+clean:
+	rm -rf build .pytest_cache

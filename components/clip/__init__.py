@@ -1,0 +1,1 @@
+from .component import clip  # noqa: F401

@@ -1,0 +1,1 @@
+from .component import download  # noqa: F401

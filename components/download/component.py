@@ -1,0 +1,14 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def download(shard: dict, raw: Output[Dataset]):
+    """Fetch (or, for `synthetic`, render) one shard: manifest.jsonl + audio + rejected.jsonl."""
+    from musictext.data.download import download_shard
+    from musictext.logs import setup_logging
+
+    setup_logging()
+    raw.metadata.update(download_shard(shard, raw.path))

@@ -1,0 +1,1 @@
+from .component import embed_audio  # noqa: F401

@@ -1,0 +1,1 @@
+from .component import evaluate  # noqa: F401

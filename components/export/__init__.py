@@ -1,0 +1,1 @@
+from .component import export  # noqa: F401

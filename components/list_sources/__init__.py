@@ -1,0 +1,1 @@
+from .component import list_sources  # noqa: F401

@@ -1,0 +1,1 @@
+from .component import merge_shards  # noqa: F401

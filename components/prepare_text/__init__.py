@@ -1,0 +1,1 @@
+from .component import prepare_text  # noqa: F401

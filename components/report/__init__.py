@@ -1,0 +1,1 @@
+from .component import report  # noqa: F401

@@ -1,0 +1,1 @@
+from .component import train  # noqa: F401

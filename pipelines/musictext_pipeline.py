@@ -1,0 +1,156 @@
+"""The musictext DAG: sources -> clips -> audio targets + text -> train (2 stages) -> eval -> export.
+
+One pipeline function serves both worlds: ``musictext run --local`` executes it with
+``kfp.local.SubprocessRunner`` and ``musictext compile`` writes it as KFP pipeline YAML for a
+cluster. Defaults are the laptop demo's; ``musictext compile`` swaps in cluster defaults.
+"""
+
+from kfp import dsl, kubernetes
+from kfp.dsl import Dataset
+
+from musictext.paths import ensure_repo_on_path
+
+ensure_repo_on_path()  # also lets `kfp dsl compile --py pipelines/musictext_pipeline.py` work
+
+from components import IMAGE  # noqa: E402
+from components.clip import clip  # noqa: E402
+from components.download import download  # noqa: E402
+from components.embed_audio import embed_audio  # noqa: E402
+from components.evaluate import evaluate  # noqa: E402
+from components.export import export  # noqa: E402
+from components.list_sources import list_sources  # noqa: E402
+from components.merge_shards import merge_shards  # noqa: E402
+from components.prepare_text import prepare_text  # noqa: E402
+from components.report import report  # noqa: E402
+from components.train import train  # noqa: E402
+
+PIPELINE_NAME = "musictext"
+GPU_RESOURCE = "nvidia.com/gpu"
+# KFP needs the fan-out width at compile time; downloads are I/O bound, so a fixed 8 at once.
+DOWNLOAD_PARALLELISM = 8
+# Label set by NVIDIA GPU feature discovery on GPU nodes; override per cluster (e.g. GKE's
+# {"cloud.google.com/gke-accelerator": "nvidia-l4"}).
+DEFAULT_GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
+
+
+def on_gpu_pool(task: dsl.PipelineTask, node_selector) -> dsl.PipelineTask:
+    """Pin a task to the GPU node pool: accelerator request, node selector, GPU taint toleration."""
+    task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+    return task
+
+
+def named(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
+    task.set_display_name(name)
+    return task
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Train text embedders that land in Navidrome's MuQ-MuLan, MERT and "
+    "Music2Latent audio spaces.",
+)
+def musictext_pipeline(
+    sources: list = ["synthetic"],
+    corpus_size: int = 400,
+    shard_size: int = 100,
+    seed: int = 0,
+    clip_seconds: float = 6.0,
+    max_clips_per_track: int = 1,
+    families: list = ["muq", "mert", "music2latent"],
+    profile: str = "demo",
+    epochs_stage1: int = 0,
+    epochs_stage2: int = 0,
+    batch_size: int = 0,
+    gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
+    train_launcher: str = "local",
+    train_nodes: int = 1,
+    gpus_per_node: int = 0,
+    procs_per_node: int = 1,
+    train_image: str = IMAGE,
+    train_timeout_minutes: int = 24 * 60,
+) -> Dataset:
+    """epochs/batch_size of 0 keep the family config's values; profile picks demo/production."""
+    # 1. plan shards, then fan out downloads (render for `synthetic`) and clipping per shard.
+    plan = named(
+        list_sources(sources=sources, corpus_size=corpus_size, shard_size=shard_size, seed=seed),
+        "list sources",
+    )
+    with dsl.ParallelFor(plan.output, parallelism=DOWNLOAD_PARALLELISM) as shard:
+        raw = named(download(shard=shard), "download")
+        clipped = named(
+            clip(
+                raw=raw.outputs["raw"],
+                families=families,
+                profile=profile,
+                clip_seconds=clip_seconds,
+                max_clips_per_track=max_clips_per_track,
+            ),
+            "clip",
+        )
+    index = named(merge_shards(shards=dsl.Collected(clipped.outputs["clips"])), "index shards")
+
+    # 2. per family: audio targets on the GPU pool, text prep, two training stages, eval, export.
+    with dsl.ParallelFor(families) as family:
+        targets = on_gpu_pool(
+            named(
+                embed_audio(family=family, profile=profile, clips_index=index.outputs["index"]),
+                "embed audio",
+            ),
+            gpu_node_selector,
+        )
+        text = named(
+            prepare_text(family=family, profile=profile, clips_index=index.outputs["index"]),
+            "prepare text",
+        )
+        launch = dict(
+            family=family,
+            profile=profile,
+            epochs_stage1=epochs_stage1,
+            epochs_stage2=epochs_stage2,
+            batch_size=batch_size,
+            text=text.outputs["text"],
+            targets=targets.outputs["targets"],
+            launcher=train_launcher,
+            nnodes=train_nodes,
+            nproc_per_node=procs_per_node,
+            gpus_per_node=gpus_per_node,
+            node_selector=gpu_node_selector,
+            train_image=train_image,
+            timeout_minutes=train_timeout_minutes,
+        )
+        stage1 = named(train(stage=1, **launch), "train stage 1 (InfoNCE)")
+        stage2 = named(
+            train(stage=2, init=stage1.outputs["model"], **launch), "train stage 2 (InfoNCE+MSE)"
+        )
+        scored = named(
+            evaluate(
+                family=family,
+                model=stage2.outputs["model"],
+                text=text.outputs["text"],
+                targets=targets.outputs["targets"],
+            ),
+            "evaluate",
+        )
+        exported = named(
+            export(
+                family=family,
+                profile=profile,
+                model=stage2.outputs["model"],
+                evaluation=scored.outputs["evaluation"],
+            ),
+            "export",
+        )
+
+    summary = named(
+        report(
+            evaluations=dsl.Collected(scored.outputs["evaluation"]),
+            exports=dsl.Collected(exported.outputs["exported"]),
+            targets=dsl.Collected(targets.outputs["targets"]),
+            texts=dsl.Collected(text.outputs["text"]),
+            clips_index=index.outputs["index"],
+        ),
+        "report",
+    )
+    return summary.outputs["run"]

@@ -1,0 +1,73 @@
+"""`musictext run --local`: the same pipeline function, executed by kfp.local on this machine.
+
+Outputs land in runs/<run-id>/ (metrics.json, report.html, rejected.json, checkpoints/, and the
+kfp.local pipeline root with every task's artifacts); runs/latest points at the newest run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DELIVERABLES = ("metrics.json", "report.html", "rejected.json", "checkpoints")
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def point_latest(runs_dir: Path, run_dir: Path) -> None:
+    latest = runs_dir / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(run_dir.name)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard links keep the big checkpoints from being stored twice on one disk."""
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=_link_file, dirs_exist_ok=True)
+    else:
+        _link_file(src, dst)
+
+
+def _link_file(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def run_local(params: dict[str, Any], runs_dir: str | Path = "runs", run_id: str | None = None) -> Path:
+    """Run the pipeline through kfp.local.SubprocessRunner; return runs/<run-id>/."""
+    from kfp import local
+
+    from musictext.kfp_build import load_pipeline
+
+    runs_dir = Path(runs_dir).resolve()
+    run_dir = runs_dir / (run_id or new_run_id())
+    run_dir.mkdir(parents=True, exist_ok=False)
+    point_latest(runs_dir, run_dir)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never reaches a hub
+    module = load_pipeline()
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(run_dir / "pipeline"),
+        raise_on_error=True,
+    )
+    started = time.monotonic()
+    task = module.musictext_pipeline(**params)
+    out = Path(task.output.path)
+    for name in DELIVERABLES:
+        if (out / name).exists():
+            link_or_copy(out / name, run_dir / name)
+    (run_dir / "params.json").write_text(__import__("json").dumps(params, indent=2))
+    log.info("run finished in %.0f s: %s", time.monotonic() - started, run_dir)
+    return run_dir

@@ -1,0 +1,122 @@
+"""The pipeline compiles to YAML that the KFP protos accept, with the cluster wiring in place."""
+
+from __future__ import annotations
+
+import yaml
+import pytest
+
+from musictext.cli import main as cli_main
+from musictext.kfp_build import (
+    CLUSTER_DEFAULTS,
+    compile_pipeline,
+    default_image,
+    validate_pipeline_yaml,
+)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    path = tmp_path_factory.mktemp("build") / "musictext.yaml"
+    compile_pipeline(path, pipeline_root="gs://bucket/musictext")
+    spec, platform = list(yaml.safe_load_all(path.read_text()))
+    return path, spec, platform
+
+
+def executor_of(spec: dict, task_name: str) -> str:
+    """Find the executor of a task wherever it sits (root DAG or a loop's sub-DAG)."""
+    for comp in [spec["root"], *spec["components"].values()]:
+        tasks = comp.get("dag", {}).get("tasks", {})
+        if task_name in tasks:
+            comp_ref = tasks[task_name]["componentRef"]["name"]
+            return spec["components"][comp_ref]["executorLabel"]
+    raise KeyError(task_name)
+
+
+def test_parses_with_protos(compiled):
+    path, _, _ = compiled
+    summary = validate_pipeline_yaml(path)
+    assert summary["name"] == "musictext"
+    assert "exec-embed-audio" in summary["platform_executors"]
+
+
+def test_stages_present_in_order(compiled):
+    _, spec, _ = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    for stage in ("list-sources", "download", "clip", "merge-shards", "embed-audio",
+                  "prepare-text", "train", "evaluate", "export", "report"):
+        assert f"exec-{stage}" in executors, stage
+    # Two training stages: stage 2 depends on stage 1's model.
+    loop = next(c for c in spec["components"].values()
+                if "train-2" in c.get("dag", {}).get("tasks", {}))
+    stage2 = loop["dag"]["tasks"]["train-2"]
+    assert "train" in stage2["dependentTasks"]
+    assert stage2["inputs"]["artifacts"]["init"]["taskOutputArtifact"]["producerTask"] == "train"
+
+
+def test_fan_out_uses_parallel_for(compiled):
+    _, spec, _ = compiled
+    root_tasks = spec["root"]["dag"]["tasks"]
+    loops = [t for t in root_tasks.values() if "parameterIterator" in t]
+    assert len(loops) == 2  # shards (download+clip) and families
+    shard_loop = next(t for t in loops if "list-sources" in t.get("dependentTasks", []))
+    assert shard_loop["iteratorPolicy"]["parallelismLimit"] == 8
+
+
+def test_embedding_on_gpu_pool(compiled):
+    _, spec, platform = compiled
+    exec_label = executor_of(spec, "embed-audio")
+    container = spec["deploymentSpec"]["executors"][exec_label]["container"]
+    assert container["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][exec_label]
+    assert k8s["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"].endswith(
+        "gpu_node_selector"
+    )
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s[
+        "tolerations"
+    ]
+    # Only the embedding step asks for the GPU pool (training asks through its PyTorchJob).
+    gpu_execs = [
+        name for name, ex in spec["deploymentSpec"]["executors"].items()
+        if ex["container"].get("resources", {}).get("accelerator")
+    ]
+    assert gpu_execs == [exec_label]
+
+
+def test_images_and_cluster_defaults(compiled):
+    _, spec, _ = compiled
+    for name, ex in spec["deploymentSpec"]["executors"].items():
+        assert ex["container"]["image"].startswith("ghcr.io/musictext/musictext:"), name
+        # The image ships kfp: nothing is pip-installed at run time.
+        assert "pip install" not in " ".join(ex["container"]["command"]), name
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for knob in ("sources", "corpus_size", "epochs_stage1", "epochs_stage2", "batch_size",
+                 "gpu_node_selector", "train_nodes", "gpus_per_node", "profile"):
+        assert knob in params, knob
+    assert params["profile"]["defaultValue"] == CLUSTER_DEFAULTS["profile"]
+    assert params["train_launcher"]["defaultValue"] == "pytorchjob"
+    assert spec["defaultPipelineRoot"] == "gs://bucket/musictext"
+
+
+def test_cli_compile_overrides(tmp_path, monkeypatch):
+    monkeypatch.delenv("MUSICTEXT_IMAGE", raising=False)  # restored (unset) after the test
+    out = tmp_path / "p.yaml"
+    rc = cli_main([
+        "compile", "--output", str(out), "--image", "registry.local/mt:1",
+        "--gpu-node-selector", "pool=a100", "--train-nodes", "4", "--corpus-size", "1000",
+    ])
+    assert rc == 0
+    spec = next(yaml.safe_load_all(out.read_text()))
+    images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.local/mt:1"}
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["gpu_node_selector"]["defaultValue"] == {"pool": "a100"}
+    assert params["train_nodes"]["defaultValue"] == 4
+    assert params["train_image"]["defaultValue"] == "registry.local/mt:1"
+
+
+def test_default_image_restored_after_override(tmp_path, monkeypatch):
+    monkeypatch.delenv("MUSICTEXT_IMAGE", raising=False)
+    out = compile_pipeline(tmp_path / "p.yaml")
+    spec = next(yaml.safe_load_all(out.read_text()))
+    images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
+    assert images == {default_image()}
