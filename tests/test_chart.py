@@ -235,12 +235,21 @@ def test_register_script_creates_or_versions(helm, tmp_path, lookup_exit, expect
     _stub(bin_dir, "musictext", f'echo "musictext $*" >> {calls}\n[ "$1 $2" = "compile --output" ] && echo "{{}}" > "$3"\n')
     _stub(bin_dir, "kfp", f'echo "kfp $*" >> {calls}\n')
     _stub(bin_dir, "python", f'cat > /dev/null\necho "lookup" >> {calls}\nexit {lookup_exit}\n')
+    job_env = {e["name"]: e["value"] for e in one(render(helm), "Job")["spec"]["template"]["spec"]["containers"][0]["env"]}
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": str(tmp_path), "KFP_ENDPOINT": "http://kfp:8888",
-           "PIPELINE_NAME": "musictext", "PIPELINE_VERSION": "0.1.0-r2"}
+           "PIPELINE_NAME": "musictext", "PIPELINE_VERSION": "0.1.0-r2",
+           **{k: job_env[k] for k in ("PIPELINE_ROOT", "MUSICTEXT_IMAGE", "GPU_NODE_SELECTOR",
+                                      "TRAIN_NODES", "PROCS_PER_NODE", "GPUS_PER_NODE")}}
     proc = subprocess.run(["/bin/sh", str(tmp_path / "register.sh")], env=env, capture_output=True, text=True)
     assert proc.returncode == expect_rc, proc.stderr
     log = calls.read_text().splitlines()
-    assert log[0] == f"musictext compile --output {tmp_path}/musictext.yaml"
+    # The chart's values become the compiled pipeline's defaults.
+    assert log[0] == (
+        f"musictext compile --output {tmp_path}/musictext.yaml --pipeline-root {job_env['PIPELINE_ROOT']}"
+        f" --image {job_env['MUSICTEXT_IMAGE']} --gpu-node-selector {job_env['GPU_NODE_SELECTOR']}"
+        f" --train-nodes {job_env['TRAIN_NODES']} --procs-per-node {job_env['PROCS_PER_NODE']}"
+        f" --gpus-per-node {job_env['GPUS_PER_NODE']}"
+    )
     kfp_calls = [line for line in log if line.startswith("kfp")]
     if expect_kfp is None:
         assert kfp_calls == []
@@ -293,7 +302,8 @@ def test_notes_tell_how_to_run(helm, gpu_values):
                     "-f", str(gpu_values))
     notes = proc.stdout.split("NOTES:", 1)[1]
     assert "kfp --endpoint" in notes and "run create" in notes and "-f build/musictext.yaml" in notes
-    assert "pipeline_root=gs://acme-ml/musictext" in notes
+    assert "--pipeline-root gs://acme-ml/musictext" in notes
+    assert "train_nodes=4" in notes
     assert "mt-musictext" in notes
 
 

@@ -103,6 +103,8 @@ def test_cli_compile_overrides(tmp_path, monkeypatch):
     rc = cli_main([
         "compile", "--output", str(out), "--image", "registry.local/mt:1",
         "--gpu-node-selector", "pool=a100", "--train-nodes", "4", "--corpus-size", "1000",
+        # every flag the Helm registration hook passes (charts/musictext/files/register-pipeline.sh)
+        "--pipeline-root", "gs://acme/mt", "--procs-per-node", "2", "--gpus-per-node", "2",
     ])
     assert rc == 0
     spec = next(yaml.safe_load_all(out.read_text()))
@@ -112,6 +114,9 @@ def test_cli_compile_overrides(tmp_path, monkeypatch):
     assert params["gpu_node_selector"]["defaultValue"] == {"pool": "a100"}
     assert params["train_nodes"]["defaultValue"] == 4
     assert params["train_image"]["defaultValue"] == "registry.local/mt:1"
+    assert params["procs_per_node"]["defaultValue"] == 2
+    assert params["gpus_per_node"]["defaultValue"] == 2
+    assert spec["defaultPipelineRoot"] == "gs://acme/mt"
 
 
 def test_default_image_restored_after_override(tmp_path, monkeypatch):

@@ -2,13 +2,21 @@
 # Compile the musictext pipeline and upload it to Kubeflow Pipelines: a new pipeline on first
 # install, a new version of the existing one on upgrade. Runs in the musictext image as the
 # Helm post-install/post-upgrade hook. Inputs (env): KFP_ENDPOINT, PIPELINE_NAME,
-# PIPELINE_VERSION, optional KFP_NAMESPACE.
+# PIPELINE_VERSION, PIPELINE_ROOT, MUSICTEXT_IMAGE, GPU_NODE_SELECTOR, TRAIN_NODES,
+# PROCS_PER_NODE, GPUS_PER_NODE, optional KFP_NAMESPACE.
 set -eu
 
 : "${KFP_ENDPOINT:?}" "${PIPELINE_NAME:?}" "${PIPELINE_VERSION:?}"
 package="${TMPDIR:-/tmp}/musictext.yaml"
 
-musictext compile --output "$package"
+# The chart's values become the compiled pipeline's defaults; a run can still override them.
+musictext compile --output "$package" \
+  --pipeline-root "${PIPELINE_ROOT:?}" \
+  --image "${MUSICTEXT_IMAGE:?}" \
+  --gpu-node-selector "${GPU_NODE_SELECTOR:?}" \
+  --train-nodes "${TRAIN_NODES:-1}" \
+  --procs-per-node "${PROCS_PER_NODE:-1}" \
+  --gpus-per-node "${GPUS_PER_NODE:-1}"
 
 # Exit 0: a pipeline of that name exists; 3: it does not; anything else: the API failed (and
 # this hook must fail rather than create a duplicate).
