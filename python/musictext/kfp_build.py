@@ -63,8 +63,8 @@ def compile_pipeline(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     func = module.musictext_pipeline
-    if pipeline_root:
-        func.pipeline_spec.default_pipeline_root = pipeline_root
+    # Set (or clear) every time: the spec object lives as long as the imported module.
+    func.pipeline_spec.default_pipeline_root = pipeline_root or ""
     compiler.Compiler().compile(func, str(output), pipeline_parameters=params)
     validate_pipeline_yaml(output)
     log.info("wrote %s", output)

@@ -1,0 +1,1 @@
+"""Corpus stages: shard planning (sources), download/render (download), clipping (clip), captions (text)."""
