@@ -1,1 +1,2 @@
-"""Corpus stages: shard planning (sources), download/render (download), clipping (clip), captions (text)."""
+"""Corpus stages: shard planning (sources), download or render (download), clipping (clip),
+caption cleaning and tokenisation (text)."""

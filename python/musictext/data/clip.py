@@ -1,0 +1,255 @@
+"""Cut every track of a raw shard into mono fixed-length clips at each model sample rate.
+
+Clip files are FLAC with 24-bit samples. FLAC cannot hold floats; 24-bit quantisation error
+(2**-24 of full scale) is below float32's own resolution for audio near full scale, so the
+stored clip equals the float resampler output as closely as a float32 WAV would, at about a
+third of that size (float32 WAV of a 10 s 44.1 kHz clip is 1.7 MB). The price is that samples
+beyond [-1, 1] (resampler overshoot of full-scale audio) are clipped; the summary counts them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+
+import numpy as np
+import pyarrow as pa
+import soundfile as sf
+import torch
+
+from musictext import schema, storage
+from musictext.audio.resample import resample
+from musictext.logs import progress
+from musictext.rejects import ItemError, Rejections
+
+log = logging.getLogger(__name__)
+
+SILENCE_PEAK = 1e-4  # -80 dBFS: quieter than any real recording, louder than dither
+CLIP_SUBTYPE = "PCM_24"
+_FULL_SCALE = 1.0 - 2.0**-23  # the largest value 24-bit PCM represents
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def resolve_audio(shard_dir: str, rel_path: str) -> str:
+    """An audio path from a manifest or clips table, made usable: relative to its shard dir."""
+    if "://" in rel_path or os.path.isabs(rel_path):
+        return rel_path
+    return storage.join(shard_dir, rel_path)
+
+
+def clip_file_name(clip_id: str) -> str:
+    """A file name safe on every filesystem and bucket; the hash keeps distinct ids distinct."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", clip_id).strip("._")[:80] or "clip"
+    digest = hashlib.sha1(clip_id.encode()).hexdigest()[:8]
+    return f"{slug}-{digest}.flac"
+
+
+def read_clips(clips_dirs: list[str], columns: list[str] | None = None) -> pa.Table:
+    """All clip shards in one table, plus ``shard_dir`` to resolve the relative audio paths."""
+    if not clips_dirs:
+        raise ValueError("no clip shard directories given")
+    tables = []
+    for shard_dir in clips_dirs:
+        table = storage.read_parquet(storage.join(shard_dir, schema.CLIPS), columns=columns)
+        dirs = pa.array([shard_dir] * table.num_rows, pa.string())
+        tables.append(table.append_column("shard_dir", dirs))
+    return pa.concat_tables(tables)
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+def _read_manifest(raw_dir: str, rejections: Rejections) -> tuple[list[dict], int]:
+    """Rows with every TRACK_FIELDS key, first occurrence of each track id (the rest rejected),
+    and the number of entries (non-blank lines) the manifest holds."""
+    uri = storage.join(raw_dir, schema.MANIFEST)
+    if not storage.exists(uri):
+        raise FileNotFoundError(f"raw shard {raw_dir} has no {schema.MANIFEST}")
+    rows, seen, entries = [], set(), 0
+    for line_no, line in enumerate(storage.read_bytes(uri).decode("utf-8", "replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        entries += 1
+        item = f"{schema.MANIFEST}:{line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            rejections.add(item, f"not valid JSON ({err.msg})")
+            continue
+        if not isinstance(row, dict):
+            rejections.add(item, "manifest row is not a JSON object")
+            continue
+        missing = [f for f in schema.TRACK_FIELDS if f not in row]
+        if missing:
+            rejections.add(str(row.get("track_id", item)), f"manifest row lacks {missing}")
+            continue
+        track_id = str(row["track_id"])
+        if track_id in seen:
+            rejections.add(track_id, f"duplicate track id ({item})")
+            continue
+        seen.add(track_id)
+        rows.append(row)
+    return rows, entries
+
+
+def _clean_captions(track: dict) -> list[str]:
+    captions = track["captions"]
+    if isinstance(captions, str):
+        captions = [captions]
+    kept = [c.strip() for c in captions or [] if isinstance(c, str) and c.strip()]
+    if not kept:
+        raise ItemError(str(track["track_id"]), "no non-blank captions")
+    return kept
+
+
+# ----------------------------------------------------------------------------- audio
+
+
+def decode_mono(uri: str, item: str) -> tuple[np.ndarray, int]:
+    """Mono float32 (mean over channels) and its rate; ItemError for unusable audio."""
+    if not storage.exists(uri):
+        raise ItemError(item, f"audio file missing: {uri}")
+    try:
+        data, rate = sf.read(io.BytesIO(storage.read_bytes(uri)), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
+        # LibsndfileError.error_string is libsndfile's reason without the BytesIO repr.
+        raise ItemError(item, f"undecodable audio {uri}: {getattr(err, 'error_string', err)}") from None
+    if data.shape[0] == 0:
+        raise ItemError(item, f"zero-length audio {uri}")
+    if not np.isfinite(data).all():
+        raise ItemError(item, f"NaN/inf samples in {uri}")
+    mono = data.mean(axis=1, dtype=np.float32)
+    peak = float(np.abs(mono).max())
+    if peak < SILENCE_PEAK:
+        raise ItemError(item, f"silent audio {uri} (peak {peak:.1e})")
+    return mono, int(rate)
+
+
+def cut_windows(
+    mono: np.ndarray, rate: int, clip_seconds: float, max_clips: int, min_seconds: float
+) -> list[tuple[int, int, np.ndarray, int]]:
+    """(clip index, start sample, fixed-length window, samples of real audio in it).
+
+    Windows are consecutive and do not overlap; a short final part is zero-padded when it
+    holds at least ``min_seconds`` of audio and dropped otherwise.
+    """
+    n = int(round(clip_seconds * rate))
+    out = []
+    for k in range(max_clips):
+        start = k * n
+        part = mono[start : start + n]
+        if len(part) == 0 or len(part) < min_seconds * rate:
+            break
+        window = np.zeros(n, dtype=np.float32)
+        window[: len(part)] = part
+        out.append((k, start, window, len(part)))
+    return out
+
+
+def encode_flac(audio: np.ndarray, rate: int) -> tuple[bytes, int]:
+    """24-bit FLAC bytes of a float clip, and how many samples had to be clipped to fit."""
+    clipped = int(np.count_nonzero(np.abs(audio) > _FULL_SCALE))
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1.0, _FULL_SCALE), rate, format="FLAC", subtype=CLIP_SUBTYPE)
+    return buf.getvalue(), clipped
+
+
+# ----------------------------------------------------------------------------- shard
+
+
+def _clip_track(track, raw_dir, out_dir, rates, clip_seconds, max_clips, min_seconds, rejections, stats):
+    track_id = str(track["track_id"])
+    captions = _clean_captions(track)
+    mono, rate = decode_mono(resolve_audio(raw_dir, str(track["path"])), track_id)
+    if len(mono) < min_seconds * rate:
+        raise ItemError(track_id, f"too short: {len(mono) / rate:.2f} s < min_seconds {min_seconds}")
+    rows = []
+    for k, start, window, real in cut_windows(mono, rate, clip_seconds, max_clips, min_seconds):
+        clip_id = f"{track_id}#{k}"
+        if float(np.abs(window).max()) < SILENCE_PEAK:
+            rejections.add(clip_id, "silent clip")
+            continue
+        audio_refs = []
+        source = torch.from_numpy(window)
+        for new_rate in rates:
+            # Straight from the source rate to each model rate, never chained.
+            resampled = resample(source, rate, new_rate).numpy()
+            data, clipped = encode_flac(resampled, new_rate)
+            rel = f"audio/{new_rate}/{clip_file_name(clip_id)}"
+            storage.write_bytes(storage.join(out_dir, rel), data)
+            stats["clipped_samples"] += clipped
+            audio_refs.append({"sample_rate": new_rate, "path": rel})
+        rows.append(
+            {
+                "clip_id": clip_id,
+                "track_id": track_id,
+                "source": str(track["source"]),
+                "split": str(track["split"]),
+                "audio": audio_refs,
+                "start_s": start / rate,
+                "end_s": (start + real) / rate,  # end of real audio; the file is padded past it
+                "captions": captions,
+                "tags": [str(t) for t in track.get("tags") or []],
+                "licence": str(track["licence"]),
+            }
+        )
+    return rows
+
+
+def _check_args(sample_rates, clip_seconds, max_clips_per_track, min_seconds) -> list[int]:
+    rates = sorted({int(r) for r in sample_rates})
+    if not rates or rates[0] <= 0:
+        raise ValueError(f"sample_rates must be positive and non-empty, got {sample_rates}")
+    if clip_seconds <= 0:
+        raise ValueError(f"clip_seconds must be > 0, got {clip_seconds}")
+    if max_clips_per_track < 1:
+        raise ValueError(f"max_clips_per_track must be >= 1, got {max_clips_per_track}")
+    if not 0 < min_seconds <= clip_seconds:
+        raise ValueError(f"min_seconds must be in (0, clip_seconds], got {min_seconds}")
+    return rates
+
+
+def clip_shard(
+    raw_dir: str,
+    out_dir: str,
+    sample_rates: list[int],
+    clip_seconds: float,
+    max_clips_per_track: int = 1,
+    min_seconds: float = 1.0,
+) -> dict:
+    """Write clips.parquet (schema.CLIP_SCHEMA), audio/<rate>/<clip>.flac and rejected.jsonl."""
+    rates = _check_args(sample_rates, clip_seconds, max_clips_per_track, min_seconds)
+    storage.makedirs(out_dir)
+    rejections = Rejections("clip")
+    tracks, entries = _read_manifest(raw_dir, rejections)
+    rows: list[dict] = []
+    stats = {"clipped_samples": 0}
+    for track in progress(tracks, desc="clip tracks"):
+        try:
+            rows.extend(
+                _clip_track(track, raw_dir, out_dir, rates, clip_seconds, max_clips_per_track,
+                            min_seconds, rejections, stats)
+            )
+        except ItemError as err:
+            rejections.add(err.item, err.reason)
+    table = pa.Table.from_pylist(rows, schema=schema.CLIP_SCHEMA)
+    storage.write_parquet(storage.join(out_dir, schema.CLIPS), table)
+    rejections.write(out_dir)
+    if stats["clipped_samples"]:
+        log.warning("%d resampled samples exceeded full scale and were clipped",
+                    stats["clipped_samples"])
+    return {
+        "tracks": entries,
+        "clips": len(rows),
+        "tracks_clipped": len({r["track_id"] for r in rows}),
+        "rejected": len(rejections),
+        "sample_rates": rates,
+        "clip_seconds": float(clip_seconds),
+        "clipped_samples": stats["clipped_samples"],
+    }

@@ -1,0 +1,138 @@
+"""Clean and tokenise the captions of every clip with the family's text-tower tokenizer."""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import unicodedata
+from collections import Counter
+
+import pyarrow as pa
+
+from musictext import schema, storage
+from musictext.config import TextConfig
+from musictext.data.clip import read_clips
+from musictext.hub import resolve_pretrained
+from musictext.logs import progress
+from musictext.rejects import Rejections
+
+log = logging.getLogger(__name__)
+
+TOKENIZE_BATCH = 512
+# Only things shaped like real markup: "a < b > c" or "<3" in a caption is left alone.
+_MARKUP = re.compile(r"<!--.*?-->|</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>", re.DOTALL)
+_SPACE = re.compile(r"\s+")
+# Unicode categories removed outright: format (zero-width, BOM, bidi), private use,
+# surrogates, unassigned. Control characters (Cc, incl. tab/newline) become spaces instead.
+_DROP = {"Cf", "Co", "Cs", "Cn"}
+
+
+def _unescape(text: str) -> str:
+    # Two passes undo the double escaping ("&amp;lt;b&amp;gt;") that scraped text often has.
+    for _ in range(2):
+        text = html.unescape(text)
+    return text
+
+
+def _strip_controls(text: str) -> str:
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat == "Cc":
+            out.append(" ")
+        elif cat not in _DROP:
+            out.append(ch)
+    return "".join(out)
+
+
+def clean_caption(text: str, lowercase: bool) -> str:
+    """HTML entities and tags out, NFKC, no control characters, single spaces, stripped."""
+    if not isinstance(text, str):
+        return ""
+    text = _MARKUP.sub(" ", _unescape(text))
+    text = _strip_controls(unicodedata.normalize("NFKC", text))
+    text = _SPACE.sub(" ", text).strip()
+    return text.lower() if lowercase else text
+
+
+def clean_captions(
+    clip_id: str, captions: list | None, lowercase: bool, rejections: Rejections
+) -> list[str]:
+    """Cleaned captions of one clip, identical ones kept once; empty ones recorded."""
+    kept: list[str] = []
+    for i, caption in enumerate(captions or []):
+        cleaned = clean_caption(caption, lowercase)
+        if not cleaned:
+            rejections.add(f"{clip_id} caption {i}", "caption empty after cleaning")
+        elif cleaned not in kept:
+            kept.append(cleaned)
+    return kept
+
+
+def load_tokenizer(base_model: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_pretrained(base_model))
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids with the model's special tokens, truncated to ``max_length``, unpadded."""
+    ids: list[list[int]] = []
+    batches = range(0, len(texts), TOKENIZE_BATCH)
+    for start in progress(batches, desc="tokenize", total=len(batches)):
+        batch = texts[start : start + TOKENIZE_BATCH]
+        ids.extend(tokenizer(batch, truncation=True, max_length=max_length, padding=False)["input_ids"])
+    return ids
+
+
+def _caption_rows(table: pa.Table, lowercase: bool, rejections: Rejections) -> tuple[list[dict], int]:
+    rows, seen = [], set()
+    for clip_id, split, captions in zip(
+        table["clip_id"].to_pylist(), table["split"].to_pylist(), table["captions"].to_pylist()
+    ):
+        if clip_id in seen:
+            rejections.add(clip_id, "duplicate clip id across clip shards")
+            continue
+        seen.add(clip_id)
+        cleaned = clean_captions(clip_id, captions, lowercase, rejections)
+        if not cleaned:
+            rejections.add(clip_id, "no caption left after cleaning")
+            continue
+        rows.extend(
+            {"clip_id": clip_id, "split": split, "caption_index": i, "text": text}
+            for i, text in enumerate(cleaned)
+        )
+    return rows, len(seen)
+
+
+def prepare_text(clips_dirs: list[str], out_dir: str, text_cfg: TextConfig) -> dict:
+    """Write text.parquet (schema.TEXT_SCHEMA, one row per clip caption), meta.json, rejected.jsonl.
+
+    ``caption_index`` numbers a clip's cleaned, de-duplicated captions 0, 1, ...
+    """
+    table = read_clips(clips_dirs, columns=["clip_id", "split", "captions"])
+    rejections = Rejections("prepare_text")
+    rows, n_clips = _caption_rows(table, text_cfg.lowercase, rejections)
+    rejections.write(out_dir)
+    if not rows:
+        raise ValueError(f"no usable captions in {len(clips_dirs)} clip shard(s) ({n_clips} clips)")
+    tokenizer = load_tokenizer(text_cfg.base_model)
+    for row, ids in zip(rows, tokenize(tokenizer, [r["text"] for r in rows], text_cfg.max_length)):
+        row["input_ids"] = ids
+    table = pa.Table.from_pylist(rows, schema=schema.TEXT_SCHEMA)
+    storage.write_parquet(storage.join(out_dir, schema.TEXT), table)
+    clips_kept = len({r["clip_id"] for r in rows})
+    meta = {
+        "tokenizer": text_cfg.base_model,
+        "tokenizer_class": type(tokenizer).__name__,
+        "max_length": text_cfg.max_length,
+        "lowercase": text_cfg.lowercase,
+        "rows": len(rows),
+        "clips": clips_kept,
+        "splits": dict(Counter(r["split"] for r in rows)),
+        "at_max_length": sum(len(r["input_ids"]) >= text_cfg.max_length for r in rows),
+    }
+    storage.write_json(storage.join(out_dir, schema.META), meta)
+    log.info("prepared %d captions of %d clips (%d rejected)", len(rows), clips_kept, len(rejections))
+    return {"rows": len(rows), "clips": clips_kept, "clips_in": n_clips, "rejected": len(rejections)}
