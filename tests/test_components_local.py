@@ -1,0 +1,66 @@
+"""The data components run through kfp.local as they would in pods.
+
+kfp.local runs a component alone only when it has no input artifacts, so the artifact-passing
+components are chained in a small pipeline of their own.
+"""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from kfp import dsl, local
+from kfp.dsl import Dataset
+
+from musictext import schema
+from musictext.paths import ensure_repo_on_path
+
+ensure_repo_on_path()
+
+from components.clip import clip  # noqa: E402
+from components.download import download  # noqa: E402
+from components.list_sources import list_sources  # noqa: E402
+from components.merge_shards import merge_shards  # noqa: E402
+
+
+@dsl.pipeline
+def data_stages(corpus_size: int, shard_size: int) -> Dataset:
+    plan = list_sources(sources=["synthetic"], corpus_size=corpus_size, shard_size=shard_size, seed=3)
+    with dsl.ParallelFor(plan.output) as shard:
+        raw = download(shard=shard)
+        clipped = clip(
+            raw=raw.outputs["raw"], families=["muq", "music2latent"], profile="demo",
+            clip_seconds=4.0, max_clips_per_track=1,
+        )
+    return merge_shards(shards=dsl.Collected(clipped.outputs["clips"])).outputs["index"]
+
+
+@pytest.fixture(scope="module")
+def kfp_local(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline_root")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    return root
+
+
+def test_list_sources_plans_shards(kfp_local):
+    specs = list_sources(sources=["synthetic"], corpus_size=6, shard_size=4, seed=3).output
+    assert [int(s["size"]) for s in specs] == [4, 2]
+    assert {s["source"] for s in specs} == {"synthetic"}
+
+
+def test_unknown_source_fails_the_task(kfp_local):
+    with pytest.raises(RuntimeError):
+        list_sources(sources=["no-such-source"], corpus_size=6, shard_size=4, seed=3)
+
+
+def test_download_clip_merge_chain(kfp_local):
+    index_dir = Path(data_stages(corpus_size=5, shard_size=3).output.path)
+    index = json.loads((index_dir / "index.json").read_text())
+    assert len(index["shards"]) == 2  # shards of 3 and 2 tracks
+    tables = [pq.read_table(Path(uri, schema.CLIPS)) for uri in index["shards"]]
+    assert all(t.schema.equals(schema.CLIP_SCHEMA) for t in tables)
+    assert sum(t.num_rows for t in tables) == 5
+    refs = tables[0].column("audio").to_pylist()[0]
+    # Every rate the chosen families need (MuQ 24 kHz, Music2Latent 44.1 kHz), nothing else.
+    assert sorted(r["sample_rate"] for r in refs) == [24000, 44100]
+    assert all(Path(index["shards"][0], r["path"]).is_file() for r in refs)
