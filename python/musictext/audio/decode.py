@@ -1,0 +1,56 @@
+"""Decode clip files to checked mono waveforms at the model rate (runs in worker threads).
+
+soundfile and torch's convolution release the GIL, so a thread pool decodes and resamples
+while the main thread runs the model.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from musictext import storage
+from musictext.audio.features import prepare_waveform
+from musictext.rejects import ItemError
+
+# Peak below this (about -120 dBFS) counts as silence.
+SILENCE_PEAK = 1e-6
+
+
+def read_audio(uri: str) -> tuple[torch.Tensor, int]:
+    """Any soundfile-readable file (local or fsspec URI) -> ([channels, samples] float32, rate)."""
+    if "://" in uri and not uri.startswith("file://"):
+        data, rate = sf.read(io.BytesIO(storage.read_bytes(uri)), dtype="float32", always_2d=True)
+    else:
+        path = uri[len("file://") :] if uri.startswith("file://") else uri
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
+
+
+def check_waveform(item: str, waveform: torch.Tensor) -> None:
+    """Raise ItemError for audio the sidecar would turn into a meaningless vector."""
+    if waveform.numel() == 0 or waveform.shape[-1] == 0:
+        raise ItemError(item, "zero-length audio")
+    peak = float(waveform.abs().max())  # one pass: max() propagates NaN, inf stays inf
+    if not math.isfinite(peak):
+        raise ItemError(item, "audio holds NaN or infinite samples")
+    if peak < SILENCE_PEAK:
+        raise ItemError(item, "all-silent audio")
+
+
+def load_clip(item: str, uri: str, target_rate: int, declared_rate: int | None = None) -> torch.Tensor:
+    """Decode, check, mono-mix and resample one clip; every failure names the item."""
+    try:
+        waveform, rate = read_audio(uri)
+    except FileNotFoundError:
+        raise ItemError(item, f"audio file missing: {uri}") from None
+    except Exception as err:  # soundfile raises LibsndfileError/RuntimeError for bad data
+        raise ItemError(item, f"undecodable audio {uri}: {type(err).__name__}: {err}") from None
+    if declared_rate is not None and int(declared_rate) != rate:
+        raise ItemError(item, f"{uri} is {rate} Hz but the clip table says {declared_rate} Hz")
+    check_waveform(item, waveform)
+    return prepare_waveform(waveform, rate, target_rate)

@@ -1,0 +1,269 @@
+"""The embed_audio step: clip shards -> targets.parquet + meta.json + rejected.jsonl.
+
+Decoding and resampling run in a thread pool ahead of the model (bounded prefetch), the model
+embeds batches of windows across clips, and the targets stream into a parquet file written
+under a temporary name and moved into place. meta.json is written last: it marks the output
+complete, so a re-run with the same config and inputs skips the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from musictext import schema, storage
+from musictext.audio.decode import load_clip
+from musictext.audio.embedder import AudioEmbedder, build_embedder
+from musictext.config import FamilyConfig
+from musictext.logs import progress
+from musictext.rejects import ItemError, Rejections
+
+log = logging.getLogger(__name__)
+
+STAGE = "embed_audio"
+ROW_GROUP = 256
+
+
+@dataclass
+class ClipRef:
+    clip_id: str
+    split: str
+    uri: str  # the file to decode
+    rate: int  # its declared sample rate
+
+
+def config_fingerprint(cfg: FamilyConfig, clips_dirs: list[str]) -> str:
+    """Everything that changes the numbers: the audio config and the input locations."""
+    payload = {"audio": cfg.audio.model_dump(mode="json"), "inputs": list(clips_dirs)}
+    # Throughput knobs do not change targets beyond float noise; keep them out of the key.
+    for knob in ("batch_windows", "decode_workers"):
+        payload["audio"].pop(knob, None)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def expected_meta(cfg: FamilyConfig, clips_dirs: list[str]) -> dict:
+    a = cfg.audio
+    return {
+        "family": cfg.family,
+        "kind": a.kind,
+        "target_dim": a.target_dim,
+        "window_dim": a.window_dim,
+        "sample_rate": a.sample_rate,
+        "model": a.model,
+        "random_init": a.random_init,
+        "storage_dtype": a.storage_dtype,
+        "fingerprint": config_fingerprint(cfg, clips_dirs),
+    }
+
+
+def _is_complete(out_dir: str, want: dict) -> dict | None:
+    meta_uri = storage.join(out_dir, schema.META)
+    targets_uri = storage.join(out_dir, schema.TARGETS)
+    if not (storage.exists(meta_uri) and storage.exists(targets_uri)):
+        return None
+    try:
+        meta = storage.read_json(meta_uri)
+    except (ValueError, OSError):
+        return None
+    if any(meta.get(k) != v for k, v in want.items()):
+        return None
+    fs, path = storage.fs_for(targets_uri)
+    try:
+        n = pq.ParquetFile(path, filesystem=fs).metadata.num_rows
+    except Exception:  # a damaged file is redone, not trusted
+        return None
+    return meta if n == meta.get("n") else None
+
+
+def list_clips(clips_dirs: list[str], sample_rate: int, rejects: Rejections) -> list[ClipRef]:
+    """Every clip of every shard, with the file to decode; bad rows are rejected by name."""
+    refs: list[ClipRef] = []
+    seen: set[str] = set()
+    for shard in clips_dirs:
+        table_uri = storage.join(shard, schema.CLIPS)
+        if not storage.exists(table_uri):
+            raise FileNotFoundError(f"clip shard {shard} has no {schema.CLIPS}")
+        table = storage.read_parquet(table_uri, columns=["clip_id", "split", "audio"])
+        for row in table.to_pylist():
+            clip_id = row.get("clip_id") or "<missing clip_id>"
+            if clip_id in seen:
+                rejects.add(clip_id, f"duplicate clip_id (again in {shard})")
+                continue
+            split = row.get("split")
+            if split not in schema.SPLITS:
+                rejects.add(clip_id, f"unknown split {split!r}")
+                continue
+            audio = [r for r in (row.get("audio") or []) if r and r.get("path")]
+            if not audio:
+                rejects.add(clip_id, "no audio file listed")
+                continue
+            try:
+                rel = schema.audio_path_for(audio, sample_rate)
+                rate = sample_rate
+            except KeyError:
+                # Not rendered at the model rate: decode the highest rate and resample.
+                best = max(audio, key=lambda r: int(r["sample_rate"]))
+                rel, rate = best["path"], int(best["sample_rate"])
+            seen.add(clip_id)
+            refs.append(ClipRef(clip_id, split, storage.join(shard, rel), rate))
+    return refs
+
+
+def _decoded(refs: list[ClipRef], rate: int, workers: int, lookahead: int) -> Iterator:
+    """(ref, waveform or ItemError) in input order; decoding runs ``lookahead`` clips ahead."""
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
+        queue: deque[tuple[ClipRef, Future]] = deque()
+        it = iter(refs)
+        for ref in it:
+            queue.append((ref, pool.submit(load_clip, ref.clip_id, ref.uri, rate, ref.rate)))
+            if len(queue) >= lookahead:
+                break
+        while queue:
+            ref, fut = queue.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                queue.append((nxt, pool.submit(load_clip, nxt.clip_id, nxt.uri, rate, nxt.rate)))
+            try:
+                yield ref, fut.result()
+            except ItemError as err:
+                yield ref, err
+
+
+def _embed_group(embedder: AudioEmbedder, group, rejects: Rejections) -> list:
+    """[(ref, wave)] -> [(ref, vec)]. On a model error the group is redone one clip at a time,
+    so only the clip that fails is rejected."""
+    try:
+        vecs = list(embedder.embed_prepared([w for _, w in group]))
+    except Exception as err:
+        if len(group) == 1:
+            rejects.add(group[0][0].clip_id, f"embedding failed: {type(err).__name__}: {err}")
+            return []
+        return [pair for item in group for pair in _embed_group(embedder, [item], rejects)]
+    good = []
+    for (ref, _), vec in zip(group, vecs):
+        if bool(torch.isfinite(vec).all()):
+            good.append((ref, vec))
+        else:
+            rejects.add(ref.clip_id, "non-finite target vector")
+    return good
+
+
+class _TargetWriter:
+    """Streams row groups into a temporary parquet file, moved into place on close."""
+
+    def __init__(self, uri: str, dim: int, dtype: str):
+        self.schema = schema.target_schema(dim, dtype)
+        self.np_dtype = np.float16 if dtype == "float16" else np.float32
+        self.value_type = self.schema.field("target").type.value_type
+        self.dim = dim
+        self.fs, self.path = storage.fs_for(uri)
+        parent = posixpath.dirname(self.path)
+        if parent:
+            self.fs.makedirs(parent, exist_ok=True)
+        self.tmp = f"{self.path}.tmp-{uuid.uuid4().hex[:8]}"
+        self.writer = pq.ParquetWriter(self.tmp, self.schema, filesystem=self.fs)
+        self.ids: list[str] = []
+        self.splits: list[str] = []
+        self.vecs: list[np.ndarray] = []
+        self.n = 0
+
+    def add(self, clip_id: str, split: str, vec: torch.Tensor) -> None:
+        self.ids.append(clip_id)
+        self.splits.append(split)
+        self.vecs.append(vec.numpy().astype(self.np_dtype))
+        if len(self.ids) >= ROW_GROUP:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.ids:
+            return
+        flat = pa.array(np.concatenate(self.vecs), type=self.value_type)
+        target = pa.FixedSizeListArray.from_arrays(flat, self.dim)
+        batch = pa.RecordBatch.from_arrays(
+            [pa.array(self.ids, pa.string()), pa.array(self.splits, pa.string()), target],
+            schema=self.schema,
+        )
+        self.writer.write_batch(batch)
+        self.n += len(self.ids)
+        self.ids, self.splits, self.vecs = [], [], []
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+        self.fs.mv(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            if self.fs.exists(self.tmp):
+                self.fs.rm(self.tmp)
+
+
+def embed_clips(
+    clips_dirs: list[str],
+    out_dir: str,
+    cfg: FamilyConfig,
+    embedder: AudioEmbedder | None = None,
+) -> dict:
+    """Embed every clip of ``clips_dirs`` into ``out_dir``; returns the meta dict.
+
+    ``embedder`` may be passed to reuse a loaded model (tests, benchmarks); by default it is
+    built from ``cfg.audio``.
+    """
+    clips_dirs = [str(d) for d in clips_dirs]
+    want = expected_meta(cfg, clips_dirs)
+    done = _is_complete(out_dir, want)
+    if done is not None:
+        log.info("%s already holds %d targets for this config; skipping", out_dir, done["n"])
+        return {**done, "skipped": True}
+
+    audio = cfg.audio
+    rejects = Rejections(STAGE)
+    refs = list_clips(clips_dirs, audio.sample_rate, rejects)
+    embedder = embedder or build_embedder(audio)
+    if embedder.target_dim != audio.target_dim:
+        raise ValueError(f"embedder gives {embedder.target_dim}-D, config wants {audio.target_dim}")
+
+    storage.makedirs(out_dir)
+    writer = _TargetWriter(storage.join(out_dir, schema.TARGETS), audio.target_dim, audio.storage_dtype)
+    batch_units = max(1, int(audio.batch_windows))
+    lookahead = max(2 * batch_units, 4 * max(1, audio.decode_workers))
+    try:
+        group, units = [], 0
+        stream = _decoded(refs, audio.sample_rate, audio.decode_workers, lookahead)
+        for ref, wave in progress(stream, desc=f"embed {cfg.family}", total=len(refs), unit="clip"):
+            if isinstance(wave, ItemError):
+                rejects.add(ref.clip_id, wave.reason)
+                continue
+            group.append((ref, wave))
+            units += embedder.adapter.n_units(int(wave.shape[-1]))
+            if units >= batch_units:
+                for r, vec in _embed_group(embedder, group, rejects):
+                    writer.add(r.clip_id, r.split, vec)
+                group, units = [], 0
+        if group:
+            for r, vec in _embed_group(embedder, group, rejects):
+                writer.add(r.clip_id, r.split, vec)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+    rejects.write(out_dir)
+    meta = {**want, "n": writer.n, "n_rejected": len(rejects), "inputs": clips_dirs}
+    storage.write_json(storage.join(out_dir, schema.META), meta)
+    log.info("%s: %d targets, %d rejected", out_dir, writer.n, len(rejects))
+    return {**meta, "skipped": False}
