@@ -1,0 +1,137 @@
+"""The run report: one metrics.json over all families, a self-contained report.html, a table."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+
+from musictext import storage
+
+log = logging.getLogger(__name__)
+
+KEYS = ("R@1", "R@5", "R@10", "MRR")
+
+
+def summarise(results: list[dict], rejected: list[dict] | None = None) -> dict:
+    families = {}
+    for r in results:
+        entry = {k: r["text_to_audio"][k] for k in KEYS}
+        entry.update(chance=dict(r["chance"]), n_test=r["n_test"], audio_to_text=dict(r["audio_to_text"]))
+        families[r["family"]] = entry
+    return {"families": families, "rejected_count": len(rejected or [])}
+
+
+def format_table(metrics: dict) -> str:
+    """Per family: R@1, R@5, R@10, MRR each with its chance value, and n_test (rich, plain text)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="text→audio retrieval (chance in brackets)")
+    table.add_column("family")
+    for key in KEYS:
+        table.add_column(key, justify="right")
+    table.add_column("n_test", justify="right")
+    for family, m in metrics["families"].items():
+        cells = [f"{m[k]:.3f} ({m['chance'][k]:.3f})" for k in KEYS]
+        table.add_row(family, *cells, str(m["n_test"]))
+    buf = io.StringIO()
+    Console(file=buf, width=110, color_system=None, force_terminal=False).print(table)
+    text = buf.getvalue()
+    if metrics.get("rejected_count"):
+        text += f"rejected items: {metrics['rejected_count']}\n"
+    return text
+
+
+# -- HTML -----------------------------------------------------------------------------------
+def _cell(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.3f}"
+    return html.escape("n/a" if x is None else str(x))
+
+
+def _metrics_table(metrics: dict) -> str:
+    head = "".join(f"<th>{k}</th><th>chance</th>" for k in KEYS)
+    rows = []
+    for family, m in metrics["families"].items():
+        cells = "".join(f"<td>{_cell(m[k])}</td><td class=c>{_cell(m['chance'][k])}</td>" for k in KEYS)
+        a2t = " / ".join(_cell(m["audio_to_text"][k]) for k in KEYS)
+        rows.append(f"<tr><td>{html.escape(family)}</td>{cells}<td>{a2t}</td><td>{m['n_test']}</td></tr>")
+    return (f"<table><tr><th>family</th>{head}<th>audio→text R@1/5/10/MRR</th><th>n_test</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _blocks_table(result: dict) -> str:
+    blocks = result.get("blocks") or {}
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_cell(b.get('cosine'))}</td><td>{_cell(b.get('n_defined'))}</td>"
+        f"<td>{_cell(b.get('target_energy'))}</td><td>{_cell(b.get('pred_energy'))}</td></tr>"
+        for name, b in blocks.items()
+    )
+    return ("<table><tr><th>block</th><th>cosine</th><th>rows</th><th>target energy</th>"
+            f"<th>predicted energy</th></tr>{rows}</table>") if rows else ""
+
+
+def _train_states(result: dict) -> list[dict]:
+    """``train`` may be one train_state, a list of them, or a {stage name: state} dict."""
+    train = result.get("train")
+    if isinstance(train, dict):
+        return [train] if "best_epoch" in train else [v for v in train.values() if isinstance(v, dict)]
+    return [s for s in train or [] if isinstance(s, dict)]
+
+
+def _train_table(result: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{_cell(s.get('stage'))}</td><td>{_cell(s.get('epochs'))}</td><td>{_cell(s.get('best_epoch'))}</td>"
+        f"<td>{_cell(s.get('best_valid_r1'))}</td><td>{_cell(s.get('seconds'))}</td></tr>"
+        for s in _train_states(result)
+    )
+    if not rows:
+        return ""
+    return ("<table><tr><th>stage</th><th>epochs</th><th>best epoch</th><th>best valid R@1</th>"
+            f"<th>seconds</th></tr>{rows}</table>")
+
+
+def _plots(result: dict) -> str:
+    imgs = []
+    for key, uri in (result.get("plots") or {}).items():
+        if not storage.exists(uri):
+            log.warning("plot %s missing; left out of the report", uri)
+            continue
+        data = base64.b64encode(storage.read_bytes(uri)).decode()
+        imgs.append(f'<img alt="{html.escape(key)}" src="data:image/png;base64,{data}">')
+    return "".join(imgs)
+
+
+def _rejected(rejected: list[dict]) -> str:
+    if not rejected:
+        return "<p>No rejected items.</p>"
+    rows = "".join(
+        f"<tr><td>{_cell(r.get('stage'))}</td><td>{_cell(r.get('item'))}</td><td>{_cell(r.get('reason'))}</td></tr>"
+        for r in rejected
+    )
+    return f"<table><tr><th>stage</th><th>item</th><th>reason</th></tr>{rows}</table>"
+
+
+STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}td:first-child{text-align:left}
+.c{color:#888}img{max-width:48%;margin:.5em}"""
+
+
+def render_html(metrics: dict, results: list[dict], rejected: list[dict]) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>musictext report</title>"
+             f"<style>{STYLE}</style></head><body><h1>musictext evaluation</h1>", _metrics_table(metrics)]
+    for r in results:
+        parts += [f"<h2>{html.escape(r['family'])}</h2>", _train_table(r), _blocks_table(r), _plots(r)]
+    parts += [f"<h2>Rejected items ({len(rejected)})</h2>", _rejected(rejected), "</body></html>"]
+    return "\n".join(parts)
+
+
+def write_report(results: list[dict], out_dir: str, rejected: list[dict] | None = None) -> dict:
+    """metrics.json + self-contained report.html in ``out_dir``; returns the metrics dict."""
+    rejected = list(rejected or [])
+    metrics = summarise(results, rejected)
+    storage.write_json(storage.join(out_dir, "metrics.json"), metrics)
+    storage.write_bytes(storage.join(out_dir, "report.html"), render_html(metrics, results, rejected).encode())
+    return metrics

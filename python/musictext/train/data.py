@@ -1,0 +1,124 @@
+"""Paired (caption tokens, audio target) data for one split, one caption per clip per epoch."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch.utils.data import Dataset
+
+from musictext import schema, storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitData:
+    clip_ids: list[str]
+    captions: list[list[str]]  # per clip, in caption_index order
+    token_ids: list[list[list[int]]]  # per clip, per caption
+    targets: np.ndarray  # [N, dim] float32, row i belongs to clip_ids[i]
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def first_captions(self) -> list[str]:
+        return [c[0] for c in self.captions]
+
+
+def _read_split(uri: str, split: str, columns: list[str]) -> pa.Table:
+    table = storage.read_parquet(uri, columns=columns)
+    return table.filter(pc.equal(table["split"], split))
+
+
+def read_targets(targets_dir: str, split: str) -> tuple[list[str], np.ndarray]:
+    table = _read_split(storage.join(targets_dir, schema.TARGETS), split, ["clip_id", "split", "target"])
+    ids = table["clip_id"].to_pylist()
+    if not ids:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    col = table["target"].combine_chunks()
+    dim = col.type.list_size
+    values = col.flatten().to_numpy(zero_copy_only=False)
+    return ids, values.reshape(len(ids), dim).astype(np.float32, copy=False)
+
+
+def load_split(text_dir: str, targets_dir: str, split: str, max_length: int | None = None) -> SplitData:
+    """Join captions and targets on clip_id; clips lacking either side are skipped (logged)."""
+    text = _read_split(
+        storage.join(text_dir, schema.TEXT), split, ["clip_id", "split", "caption_index", "text", "input_ids"]
+    )
+    text = text.sort_by([("clip_id", "ascending"), ("caption_index", "ascending")])
+    by_clip: dict[str, tuple[list[str], list[list[int]]]] = {}
+    for cid, cap, ids in zip(
+        text["clip_id"].to_pylist(), text["text"].to_pylist(), text["input_ids"].to_pylist()
+    ):
+        caps, toks = by_clip.setdefault(cid, ([], []))
+        caps.append(cap)
+        toks.append(list(ids[:max_length]) if max_length else list(ids))
+    target_ids, targets = read_targets(targets_dir, split)
+    keep = [i for i, cid in enumerate(target_ids) if cid in by_clip]
+    missing_text = len(target_ids) - len(keep)
+    missing_target = len(set(by_clip) - set(target_ids))
+    if missing_text or missing_target:
+        log.warning(
+            "%s: %d clips without captions, %d captions-only clips skipped",
+            split, missing_text, missing_target,
+        )
+    clip_ids = [target_ids[i] for i in keep]
+    return SplitData(
+        clip_ids=clip_ids,
+        captions=[by_clip[c][0] for c in clip_ids],
+        token_ids=[by_clip[c][1] for c in clip_ids],
+        targets=targets[keep] if keep else np.zeros((0, targets.shape[-1] if targets.ndim == 2 else 0), np.float32),
+    )
+
+
+def target_dim(targets_dir: str) -> int:
+    return int(storage.read_json(storage.join(targets_dir, schema.META))["target_dim"])
+
+
+class CaptionPairs(Dataset):
+    """Item i = (one caption of clip i, target of clip i).
+
+    The caption is drawn per (seed, epoch, clip), so every epoch sees each clip exactly once
+    with a varying caption, and all ranks agree without communicating.
+    """
+
+    def __init__(self, data: SplitData, seed: int = 0):
+        self.data = data
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[list[int], np.ndarray]:
+        options = self.data.token_ids[i]
+        pick = np.random.default_rng((self.seed, self.epoch, i)).integers(len(options))
+        return options[pick], self.data.targets[i]
+
+
+def first_caption_pairs(data: SplitData) -> list[tuple[list[int], np.ndarray]]:
+    """Deterministic evaluation pairs: each clip's first caption."""
+    return [(toks[0], data.targets[i]) for i, toks in enumerate(data.token_ids)]
+
+
+def collate(pad_id: int):
+    def _collate(items: list[tuple[list[int], np.ndarray]]) -> dict[str, torch.Tensor]:
+        longest = max(len(t) for t, _ in items)
+        ids = torch.full((len(items), longest), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), longest), dtype=torch.long)
+        for row, (toks, _) in enumerate(items):
+            ids[row, : len(toks)] = torch.tensor(toks, dtype=torch.long)
+            mask[row, : len(toks)] = 1
+        target = torch.from_numpy(np.stack([t for _, t in items])).float()
+        return {"input_ids": ids, "attention_mask": mask, "target": target}
+
+    return _collate
