@@ -210,12 +210,14 @@ def test_kfp_task_body_hands_bucket_uris_to_the_pods(tmp_path):
     out.mkdir()
     (out / "train_state.json").write_text(json.dumps({"best_epoch": 1}))
 
-    def art(name, path=None):
-        return SimpleNamespace(uri=f"gs://bucket/{name}" if path is None else str(path), path=f"/gcs/bucket/{name}")
+    def art(name, uri=None, path=None):
+        return SimpleNamespace(uri=uri or f"gs://bucket/{name}", path=str(path or f"/gcs/bucket/{name}"))
 
     api = FakeApi([[cond("Succeeded")]])
     kwargs = dict(family="mert", profile="demo", stage=2, overrides={"train": {"stage2": {"epochs": 1}}},
-                  text=art("text"), targets=art("targets"), model=art("model", out), init=art("stage1"),
+                  text=art("text"), targets=art("targets"), init=art("stage1"),
+                  # the "bucket" is a local dir here; the launcher pod's own copy is another dir
+                  model=art("model", uri=str(out), path=tmp_path / "launcher_copy"),
                   nnodes=2, nproc_per_node=1, gpus_per_node=1, node_selector={"pool": "gpu"})
     # pytorchjob: pods get the bucket URIs (the launcher's /gcs mount is not theirs)
     state = run_train_task(launcher="pytorchjob", image="img:2", api=api, poll_s=0, namespace="ns", **kwargs)
@@ -223,5 +225,10 @@ def test_kfp_task_body_hands_bucket_uris_to_the_pods(tmp_path):
     args = api.created[0]["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--text-dir") + 1] == "gs://bucket/text"
     assert args[args.index("--init-dir") + 1] == "gs://bucket/stage1"
+    pod = api.created[0]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"]["tolerations"]
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "training"  # the chart's PDB
+    # What the job wrote at the URI is mirrored to the local path KFP uploads from.
+    assert json.loads((tmp_path / "launcher_copy" / "train_state.json").read_text()) == {"best_epoch": 1}
     with pytest.raises(ValueError, match="image"):
         run_train_task(launcher="pytorchjob", image=None, **kwargs)

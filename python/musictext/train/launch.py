@@ -202,8 +202,30 @@ def run_train_task(
         if not image:
             raise ValueError("launcher 'pytorchjob' needs the training image")
         job.update(image=image, gpus_per_node=gpus_per_node, node_selector=node_selector or None)
-    return train_stage(
+        if gpus_per_node:
+            # Same taint toleration as the pipeline's GPU steps, so the job lands on that pool.
+            job.setdefault("tolerations", [GPU_TOLERATION])
+        # The chart's PodDisruptionBudget selects training pods by this label.
+        job.setdefault("labels", {"app.kubernetes.io/component": "training"})
+    state = train_stage(
         family, stage, loc(text), loc(targets), loc(model), init_dir=loc(init) if init else None,
         launcher=launcher, nnodes=nnodes, nproc_per_node=nproc_per_node, profile=profile,
         overrides=overrides, **job,
     )
+    if launcher == "pytorchjob":
+        mirror_to_local(model.uri, model.path)
+    return state
+
+
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def mirror_to_local(uri: str, path: str) -> None:
+    """Copy what the job wrote at the artifact's bucket URI to its local path.
+
+    The KFP launcher uploads an output artifact's local path to its URI when the task ends; an
+    empty local path would replace what the PyTorchJob wrote there.
+    """
+    fs, remote = storage.fs_for(uri)
+    os.makedirs(path, exist_ok=True)
+    fs.get(remote.rstrip("/") + "/", path, recursive=True)
