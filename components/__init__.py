@@ -7,7 +7,9 @@ All components are lightweight Python components whose ``base_image`` is the pro
 
 import os
 
-from musictext.kfp_build import default_image
+from musictext.kfp_build import default_audio_image, default_image
 
-# Overridable at compile time (musictext compile --image ...) for a private registry mirror.
+# Overridable at compile time (musictext compile --image/--audio-image) for a private registry.
 IMAGE = os.environ.get("MUSICTEXT_IMAGE", default_image())
+# The audio-embedding step's own image: MuQ-MuLan needs transformers<5 and torchaudio.
+AUDIO_IMAGE = os.environ.get("MUSICTEXT_AUDIO_IMAGE", default_audio_image())

@@ -18,6 +18,7 @@ from components.download import download  # noqa: E402
 from components.embed_audio import embed_audio  # noqa: E402
 from components.evaluate import evaluate  # noqa: E402
 from components.export import export  # noqa: E402
+from components.gather_targets import gather_targets  # noqa: E402
 from components.list_sources import list_sources  # noqa: E402
 from components.merge_shards import merge_shards  # noqa: E402
 from components.prepare_text import prepare_text  # noqa: E402
@@ -72,7 +73,8 @@ def musictext_pipeline(
     train_timeout_minutes: int = 24 * 60,
 ) -> Dataset:
     """epochs/batch_size of 0 keep the family config's values; profile picks demo/production."""
-    # 1. plan shards, then fan out downloads (render for `synthetic`) and clipping per shard.
+    # 1. plan shards, then per shard: download (render for `synthetic`), clip, and compute the
+    #    audio targets of every family on the GPU pool as soon as that shard is clipped.
     plan = named(
         list_sources(sources=sources, corpus_size=corpus_size, shard_size=shard_size, seed=seed),
         "list sources",
@@ -89,16 +91,25 @@ def musictext_pipeline(
             ),
             "clip",
         )
-    index = named(merge_shards(shards=dsl.Collected(clipped.outputs["clips"])), "index shards")
-
-    # 2. per family: audio targets on the GPU pool, text prep, two training stages, eval, export.
-    with dsl.ParallelFor(families) as family:
-        targets = on_gpu_pool(
+        embedded = on_gpu_pool(
             named(
-                embed_audio(family=family, profile=profile, clips_index=index.outputs["index"]),
+                embed_audio(clips=clipped.outputs["clips"], families=families, profile=profile),
                 "embed audio",
             ),
             gpu_node_selector,
+        )
+    index = named(
+        merge_shards(
+            shards=dsl.Collected(clipped.outputs["clips"]),
+            targets=dsl.Collected(embedded.outputs["targets"]),
+        ),
+        "index shards",
+    )
+
+    # 2. per family: its targets, text prep, two training stages, eval, export.
+    with dsl.ParallelFor(families) as family:
+        targets = named(
+            gather_targets(family=family, index=index.outputs["index"]), "gather targets"
         )
         text = named(
             prepare_text(family=family, profile=profile, clips_index=index.outputs["index"]),

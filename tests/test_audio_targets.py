@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -20,56 +19,9 @@ from musictext.audio.targets import embed_clips
 from musictext.config import load_family_config
 from musictext.rejects import read_rejections
 
+from tests.audio_fixtures import make_clip_shard, tone
+
 torch.set_num_threads(1)
-
-
-# ----------------------------------------------------------------- helpers (also used by the bench)
-def tone(f0: float, sr: int, secs: float, amp: float = 0.3, harmonics: int = 6, bpm: float = 120.0) -> np.ndarray:
-    t = np.arange(int(secs * sr)) / sr
-    x = sum(np.sin(2 * math.pi * f0 * k * t) / k for k in range(1, harmonics + 1) if f0 * k < sr / 2)
-    env = (1 - (t * bpm / 60) % 1) ** 2
-    return (amp * x * env).astype(np.float32)
-
-
-def make_clip_shard(shard_dir: str | Path, clips: list[dict]) -> Path:
-    """Write a clips shard: clips.parquet (CLIP_SCHEMA) + audio/<rate>/<name>.<ext>.
-
-    Each clip dict: clip_id, split, and ``audio``: {rate: np.ndarray | bytes} (bytes are written
-    verbatim, for broken files; a rate mapped to None is listed but not written).
-    Optional ``subtype`` (soundfile) and ``ext``.
-    """
-    shard = Path(shard_dir)
-    rows = []
-    for clip in clips:
-        refs = []
-        name = clip["clip_id"].replace("#", "_")
-        for rate, data in clip["audio"].items():
-            rel = f"audio/{rate}/{name}.{clip.get('ext', 'flac')}"
-            path = shard / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(data, bytes):
-                path.write_bytes(data)
-            elif data is not None:
-                sf.write(path, data, rate, subtype=clip.get("subtype"))
-            refs.append({"sample_rate": int(rate), "path": rel})
-        track = clip["clip_id"].split("#")[0]
-        rows.append(
-            {
-                "clip_id": clip["clip_id"],
-                "track_id": track,
-                "source": "synthetic",
-                "split": clip.get("split", "train"),
-                "audio": refs,
-                "start_s": 0.0,
-                "end_s": 1.0,
-                "captions": [f"a test tone {clip['clip_id']}"],
-                "tags": [],
-                "licence": "CC0",
-            }
-        )
-    shard.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema.CLIP_SCHEMA), shard / schema.CLIPS)
-    return shard
 
 
 def fast_cfg(**audio):

@@ -19,6 +19,8 @@ ensure_repo_on_path()
 
 from components.clip import clip  # noqa: E402
 from components.download import download  # noqa: E402
+from components.embed_audio import embed_audio  # noqa: E402
+from components.gather_targets import gather_targets  # noqa: E402
 from components.list_sources import list_sources  # noqa: E402
 from components.merge_shards import merge_shards  # noqa: E402
 
@@ -32,7 +34,12 @@ def data_stages(corpus_size: int, shard_size: int) -> Dataset:
             raw=raw.outputs["raw"], families=["muq", "music2latent"], profile="demo",
             clip_seconds=4.0, max_clips_per_track=1,
         )
-    return merge_shards(shards=dsl.Collected(clipped.outputs["clips"])).outputs["index"]
+        embedded = embed_audio(clips=clipped.outputs["clips"], families=["music2latent"], profile="demo")
+    index = merge_shards(
+        shards=dsl.Collected(clipped.outputs["clips"]),
+        targets=dsl.Collected(embedded.outputs["targets"]),
+    )
+    return gather_targets(family="music2latent", index=index.outputs["index"]).outputs["targets"]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +60,9 @@ def test_unknown_source_fails_the_task(kfp_local):
         list_sources(sources=["no-such-source"], corpus_size=6, shard_size=4, seed=3)
 
 
-def test_download_clip_merge_chain(kfp_local):
-    index_dir = Path(data_stages(corpus_size=5, shard_size=3).output.path)
+def test_download_clip_embed_gather_chain(kfp_local):
+    targets_dir = Path(data_stages(corpus_size=5, shard_size=3).output.path)
+    index_dir = next(Path(kfp_local).glob("data-stages-*/merge-shards/index"))
     index = json.loads((index_dir / "index.json").read_text())
     assert len(index["shards"]) == 2  # shards of 3 and 2 tracks
     tables = [pq.read_table(Path(uri, schema.CLIPS)) for uri in index["shards"]]
@@ -64,3 +72,7 @@ def test_download_clip_merge_chain(kfp_local):
     # Every rate the chosen families need (MuQ 24 kHz, Music2Latent 44.1 kHz), nothing else.
     assert sorted(r["sample_rate"] for r in refs) == [24000, 44100]
     assert all(Path(index["shards"][0], r["path"]).is_file() for r in refs)
+    # One embedding task per shard; the family's gathered targets list both shard files.
+    listing = json.loads((targets_dir / "shards.json").read_text())["files"]
+    assert len(listing) == 2 and all(Path(f).is_file() for f in listing)
+    assert sum(pq.read_metadata(f).num_rows for f in listing) == 5

@@ -9,6 +9,7 @@ from musictext.cli import main as cli_main
 from musictext.kfp_build import (
     CLUSTER_DEFAULTS,
     compile_pipeline,
+    default_audio_image,
     default_image,
     validate_pipeline_yaml,
 )
@@ -42,8 +43,8 @@ def test_parses_with_protos(compiled):
 def test_stages_present_in_order(compiled):
     _, spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]
-    for stage in ("list-sources", "download", "clip", "merge-shards", "embed-audio",
-                  "prepare-text", "train", "evaluate", "export", "report"):
+    for stage in ("list-sources", "download", "clip", "embed-audio", "merge-shards",
+                  "gather-targets", "prepare-text", "train", "evaluate", "export", "report"):
         assert f"exec-{stage}" in executors, stage
     # Two training stages: stage 2 depends on stage 1's model.
     loop = next(c for c in spec["components"].values()
@@ -57,9 +58,14 @@ def test_fan_out_uses_parallel_for(compiled):
     _, spec, _ = compiled
     root_tasks = spec["root"]["dag"]["tasks"]
     loops = [t for t in root_tasks.values() if "parameterIterator" in t]
-    assert len(loops) == 2  # shards (download+clip) and families
+    assert len(loops) == 2  # shards (download, clip, embed) and families
     shard_loop = next(t for t in loops if "list-sources" in t.get("dependentTasks", []))
     assert shard_loop["iteratorPolicy"]["parallelismLimit"] == 8
+    # One audio-embedding task per shard, inside the shard loop, fed by that shard's clips.
+    body = spec["components"][shard_loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert {"download", "clip", "embed-audio"} <= set(body)
+    clips_in = body["embed-audio"]["inputs"]["artifacts"]["clips"]["taskOutputArtifact"]
+    assert clips_in["producerTask"] == "clip"
 
 
 def test_embedding_on_gpu_pool(compiled):
@@ -84,8 +90,11 @@ def test_embedding_on_gpu_pool(compiled):
 
 def test_images_and_cluster_defaults(compiled):
     _, spec, _ = compiled
+    audio_exec = executor_of(spec, "embed-audio")
     for name, ex in spec["deploymentSpec"]["executors"].items():
-        assert ex["container"]["image"].startswith("ghcr.io/musictext/musictext:"), name
+        # The audio step has its own image (transformers<5 for MuQ-MuLan); the rest the main one.
+        want = default_audio_image() if name == audio_exec else default_image()
+        assert ex["container"]["image"] == want, name
         # The image ships kfp: nothing is pip-installed at run time.
         assert "pip install" not in " ".join(ex["container"]["command"]), name
     params = spec["root"]["inputDefinitions"]["parameters"]
@@ -99,9 +108,11 @@ def test_images_and_cluster_defaults(compiled):
 
 def test_cli_compile_overrides(tmp_path, monkeypatch):
     monkeypatch.delenv("MUSICTEXT_IMAGE", raising=False)  # restored (unset) after the test
+    monkeypatch.delenv("MUSICTEXT_AUDIO_IMAGE", raising=False)
     out = tmp_path / "p.yaml"
     rc = cli_main([
         "compile", "--output", str(out), "--image", "registry.local/mt:1",
+        "--audio-image", "registry.local/mt-audio:1",
         "--gpu-node-selector", "pool=a100", "--train-nodes", "4", "--corpus-size", "1000",
         # every flag the Helm registration hook passes (charts/musictext/files/register-pipeline.sh)
         "--pipeline-root", "gs://acme/mt", "--procs-per-node", "2", "--gpus-per-node", "2",
@@ -109,7 +120,7 @@ def test_cli_compile_overrides(tmp_path, monkeypatch):
     assert rc == 0
     spec = next(yaml.safe_load_all(out.read_text()))
     images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
-    assert images == {"registry.local/mt:1"}
+    assert images == {"registry.local/mt:1", "registry.local/mt-audio:1"}
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["gpu_node_selector"]["defaultValue"] == {"pool": "a100"}
     assert params["train_nodes"]["defaultValue"] == 4
@@ -121,7 +132,8 @@ def test_cli_compile_overrides(tmp_path, monkeypatch):
 
 def test_default_image_restored_after_override(tmp_path, monkeypatch):
     monkeypatch.delenv("MUSICTEXT_IMAGE", raising=False)
+    monkeypatch.delenv("MUSICTEXT_AUDIO_IMAGE", raising=False)
     out = compile_pipeline(tmp_path / "p.yaml")
     spec = next(yaml.safe_load_all(out.read_text()))
     images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
-    assert images == {default_image()}
+    assert images == {default_image(), default_audio_image()}

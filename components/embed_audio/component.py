@@ -1,17 +1,18 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components import IMAGE
+from components import AUDIO_IMAGE
 
 
-@dsl.component(base_image=IMAGE, install_kfp_package=False)
-def embed_audio(family: str, profile: str, clips_index: Input[Dataset], targets: Output[Dataset]):
-    """Audio target vectors computed exactly as Navidrome's sidecar does (runs on the GPU pool)."""
-    from musictext.audio.targets import embed_clips
-    from musictext.config import load_family_config
+@dsl.component(base_image=AUDIO_IMAGE, install_kfp_package=False)
+def embed_audio(clips: Input[Dataset], families: list, profile: str, targets: Output[Dataset]):
+    """Audio target vectors of one clip shard, exactly as Navidrome's sidecar computes them.
+
+    Runs on the GPU node pool in the audio image (transformers<5 for MuQ-MuLan and MERT's
+    remote code); writes targets/<family>/ per family.
+    """
+    from musictext.audio.targets import embed_shard
     from musictext.logs import setup_logging
-    from musictext.shards import read_index
 
     setup_logging()
-    cfg = load_family_config(family, profile)
-    targets.metadata.update(embed_clips(read_index(clips_index.path), targets.path, cfg))
+    targets.metadata.update(embed_shard(clips.path, targets.path, families, profile))

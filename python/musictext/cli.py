@@ -80,9 +80,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     run_dir = run_local(pipeline_params(args), runs_dir=args.runs_dir, run_id=args.run_id)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    print(format_table(metrics))
-    print(f"run: {run_dir}  ({time.monotonic() - started:.0f} s)")
-    print(f"report: {run_dir / 'report.html'}")
+    # kfp.local leaves sys.stdout wrapped (it indents task logs): write to the real terminal.
+    out = sys.__stdout__
+    print(format_table(metrics), file=out)
+    print(f"run: {run_dir}  ({time.monotonic() - started:.0f} s)", file=out)
+    print(f"report: {run_dir / 'report.html'}", file=out)
     return 0
 
 
@@ -95,7 +97,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     for name in ("train_nodes", "gpus_per_node", "procs_per_node", "train_launcher"):
         if getattr(args, name) is not None:
             params[name] = getattr(args, name)
-    path = compile_pipeline(args.output, args.pipeline_root, args.image, params)
+    path = compile_pipeline(args.output, args.pipeline_root, args.image, params, args.audio_image)
     summary = validate_pipeline_yaml(path)
     print(f"wrote {path}: {len(summary['executors'])} executors, parsed with the KFP protos")
     return 0
@@ -117,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--output", default="build/musictext.yaml")
     comp.add_argument("--pipeline-root", help="bucket for artifacts, e.g. gs://bucket/musictext")
     comp.add_argument("--image", help="component/training image (default ghcr.io/musictext/...)")
+    comp.add_argument("--audio-image", help="audio-embedding step image (transformers<5, torchaudio)")
     comp.add_argument(
         "--gpu-node-selector",
         type=_key_value,

@@ -19,11 +19,11 @@ CLUSTER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def load_pipeline(image: str | None = None):
-    """Import the DAG with the components' base image set to ``image`` (or the default).
+def load_pipeline(image: str | None = None, audio_image: str | None = None):
+    """Import the DAG with the components' base images set (or the defaults).
 
-    The image is read when the component modules are imported, so they are re-imported when a
-    different image is asked for in the same process.
+    The images are read when the component modules are imported, so they are re-imported when
+    different ones are asked for in the same process.
     """
     import importlib
     import sys
@@ -32,10 +32,15 @@ def load_pipeline(image: str | None = None):
 
     if image:
         os.environ["MUSICTEXT_IMAGE"] = image
+    if audio_image:
+        os.environ["MUSICTEXT_AUDIO_IMAGE"] = audio_image
     ensure_repo_on_path()
     components = importlib.import_module("components")
-    wanted = os.environ.get("MUSICTEXT_IMAGE", default_image())
-    if components.IMAGE != wanted:
+    wanted = (
+        os.environ.get("MUSICTEXT_IMAGE", default_image()),
+        os.environ.get("MUSICTEXT_AUDIO_IMAGE", default_audio_image()),
+    )
+    if (components.IMAGE, components.AUDIO_IMAGE) != wanted:
         for name in [n for n in sys.modules if n == "components" or n.startswith(("components.", "pipelines."))]:
             del sys.modules[name]
     return importlib.import_module("pipelines.musictext_pipeline")
@@ -47,16 +52,23 @@ def default_image() -> str:
     return f"ghcr.io/musictext/musictext:{__version__}"
 
 
+def default_audio_image() -> str:
+    from musictext import __version__
+
+    return f"ghcr.io/musictext/musictext-audio:{__version__}"
+
+
 def compile_pipeline(
     output: str | Path,
     pipeline_root: str | None = None,
     image: str | None = None,
     parameters: dict[str, Any] | None = None,
+    audio_image: str | None = None,
 ) -> Path:
     """Write the cluster pipeline YAML; ``parameters`` override the cluster defaults."""
     from kfp import compiler
 
-    module = load_pipeline(image)
+    module = load_pipeline(image, audio_image)
     params = {**CLUSTER_DEFAULTS, **(parameters or {})}
     if image:
         params.setdefault("train_image", image)

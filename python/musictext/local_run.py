@@ -59,6 +59,8 @@ def run_local(params: dict[str, Any], runs_dir: str | Path = "runs", run_id: str
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never reaches a hub
     # The components' base image is ours and its package is installed here: that is the point.
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
+    # Accelerator, node-pool and display-name settings are for the cluster; locally they are no-ops.
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
     module = load_pipeline()
     local.init(
         runner=local.SubprocessRunner(use_venv=False),

@@ -1,7 +1,8 @@
-"""The shard index: which clip-shard artifacts (local paths or bucket URIs) form the corpus.
+"""The shard index: which clip and target shards (local paths or bucket URIs) form the corpus.
 
 KFP cannot hand a ``dsl.Collected`` list into a second ``ParallelFor`` (the per-family loop), so
 one small task records the shard URIs and every family task reads them through fsspec.
+Per family, ``gather_targets`` lists that family's target shards (no copy) for training.
 """
 
 from __future__ import annotations
@@ -10,19 +11,20 @@ from musictext import schema, storage
 from musictext.rejects import read_rejections
 
 INDEX = "index.json"
+TARGET_SHARDS = "shards.json"  # in a family's gathered targets dir: the target files to read
 
 
-def write_index(shard_uris: list[str], out_dir: str) -> dict:
-    """Record the shard URIs plus the rejections the download/clip stages wrote into them."""
+def write_index(shard_uris: list[str], out_dir: str, target_uris: list[str] | None = None) -> dict:
+    """Record the clip (and target) shard URIs plus the download/clip stages' rejections."""
     if not shard_uris:
         raise ValueError("no clip shards to index: every download/clip task produced nothing")
     missing = [u for u in shard_uris if not storage.exists(storage.join(u, schema.CLIPS))]
     if missing:
         raise FileNotFoundError(f"clip shards without {schema.CLIPS}: {missing}")
     rejected = [row for uri in shard_uris for row in read_rejections(uri)]
-    index = {"shards": list(shard_uris), "rejected": rejected}
+    index = {"shards": list(shard_uris), "targets": list(target_uris or []), "rejected": rejected}
     storage.write_json(storage.join(out_dir, INDEX), index)
-    return {"shards": len(shard_uris), "rejected": len(rejected)}
+    return {"shards": len(shard_uris), "target_shards": len(index["targets"]), "rejected": len(rejected)}
 
 
 def read_index(index_dir: str) -> list[str]:
@@ -31,3 +33,38 @@ def read_index(index_dir: str) -> list[str]:
 
 def index_rejections(index_dir: str) -> list[dict]:
     return list(storage.read_json(storage.join(index_dir, INDEX)).get("rejected", []))
+
+
+def gather_targets(index_dir: str, family: str, out_dir: str) -> dict:
+    """One family's targets as a dataset: the list of its shard files, their meta and rejections.
+
+    Nothing is copied: readers (``target_files``) open the listed Parquet files where they are.
+    """
+    shard_dirs = [storage.join(uri, family) for uri in storage.read_json(storage.join(index_dir, INDEX))["targets"]]
+    if not shard_dirs:
+        raise ValueError(f"{index_dir}: the index lists no target shards")
+    metas = []
+    for shard_dir in shard_dirs:
+        meta_uri = storage.join(shard_dir, schema.META)
+        if not storage.exists(meta_uri):
+            raise FileNotFoundError(f"target shard {shard_dir} has no {schema.META}: its embedding did not finish")
+        metas.append(storage.read_json(meta_uri))
+    dims = {m["target_dim"] for m in metas}
+    if len(dims) != 1:
+        raise ValueError(f"{family}: target shards disagree on the dimension: {sorted(dims)}")
+    rejected = [row for shard_dir in shard_dirs for row in read_rejections(shard_dir)]
+    meta = {k: v for k, v in metas[0].items() if k not in ("inputs", "fingerprint", "skipped")}
+    meta.update(n=sum(int(m["n"]) for m in metas), n_rejected=len(rejected), shards=len(shard_dirs))
+    files = [storage.join(d, schema.TARGETS) for d in shard_dirs]
+    storage.write_json(storage.join(out_dir, TARGET_SHARDS), {"files": files})
+    storage.write_jsonl(storage.join(out_dir, schema.REJECTED), rejected)
+    storage.write_json(storage.join(out_dir, schema.META), meta)
+    return {"family": family, "targets": meta["n"], "shards": len(files), "rejected": len(rejected)}
+
+
+def target_files(targets_dir: str) -> list[str]:
+    """The Parquet files of a targets dataset: one targets.parquet, or a gathered shard list."""
+    listing = storage.join(targets_dir, TARGET_SHARDS)
+    if storage.exists(listing):
+        return list(storage.read_json(listing)["files"])
+    return [storage.join(targets_dir, schema.TARGETS)]

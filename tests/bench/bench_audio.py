@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from musictext.audio import build_embedder  # noqa: E402
 from musictext.audio.targets import embed_clips  # noqa: E402
 from musictext.config import load_family_config  # noqa: E402
-from tests.test_audio_targets import make_clip_shard, tone  # noqa: E402
+from tests.audio_fixtures import make_clip_shard, tone  # noqa: E402
 
 # Enough clips that fixed costs (listing, thread start, parquet footer) are amortised.
 CPU_CLIPS = {"muq": 48, "mert": 16, "music2latent": 96}

@@ -26,7 +26,7 @@ import torch
 from musictext import schema, storage
 from musictext.audio.decode import load_clip
 from musictext.audio.embedder import AudioEmbedder, build_embedder
-from musictext.config import FamilyConfig
+from musictext.config import FamilyConfig, load_family_config
 from musictext.logs import progress
 from musictext.rejects import ItemError, Rejections
 
@@ -267,3 +267,20 @@ def embed_clips(
     storage.write_json(storage.join(out_dir, schema.META), meta)
     log.info("%s: %d targets, %d rejected", out_dir, writer.n, len(rejects))
     return {**meta, "skipped": False}
+
+
+def embed_shard(clips_dir: str, out_dir: str, families: list[str], profile: str) -> dict:
+    """The per-shard GPU task: targets of one clip shard for each family, in out_dir/<family>/.
+
+    One task per shard keeps each unit of work (and each retry) small and lets a shard's
+    embedding start as soon as it is clipped; the families run one after another on one GPU.
+    Each family's output is idempotent (see embed_clips), so a retried task redoes only what
+    was not finished.
+    """
+    summary: dict[str, int] = {}
+    for family in families:
+        cfg = load_family_config(family, profile)
+        meta = embed_clips([clips_dir], storage.join(out_dir, family), cfg)
+        summary[f"{family}_targets"] = int(meta["n"])
+        summary[f"{family}_rejected"] = int(meta["n_rejected"])
+    return summary

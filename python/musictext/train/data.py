@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from musictext import schema, storage
+from musictext.shards import target_files
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ def _read_split(uri: str, split: str, columns: list[str]) -> pa.Table:
 
 
 def read_targets(targets_dir: str, split: str) -> tuple[list[str], np.ndarray]:
-    table = _read_split(storage.join(targets_dir, schema.TARGETS), split, ["clip_id", "split", "target"])
+    columns = ["clip_id", "split", "target"]
+    table = pa.concat_tables(_read_split(uri, split, columns) for uri in target_files(targets_dir))
     ids = table["clip_id"].to_pylist()
     if not ids:
         return [], np.zeros((0, 0), dtype=np.float32)

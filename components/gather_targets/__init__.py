@@ -1,0 +1,1 @@
+from .component import gather_targets  # noqa: F401

@@ -1,0 +1,86 @@
+"""Per-shard audio embedding, the shard index, and one family's gathered targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from musictext import schema, storage
+from musictext.audio.targets import embed_shard
+from musictext.config import load_family_config
+from musictext.shards import gather_targets, read_index, target_files, write_index
+from musictext.train.data import read_targets
+from tests.audio_fixtures import make_clip_shard, tone
+
+FAMILIES = ["muq", "music2latent"]
+
+
+def clip_shard(path, prefix: str, n: int, bad: bool = False):
+    clips = []
+    for i in range(n):
+        audio = {24000: tone(220 * (i + 1), 24000, 3.0), 44100: tone(220 * (i + 1), 44100, 3.0)}
+        clips.append({"clip_id": f"{prefix}{i}#0", "split": "test" if i % 2 else "train", "audio": audio})
+    if bad:  # undecodable bytes at both rates: quarantined, the rest of the shard kept
+        clips.append({"clip_id": f"{prefix}bad#0", "audio": {24000: b"not audio", 44100: b"not audio"}})
+    return make_clip_shard(path, clips)
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    shards = [clip_shard(root / "clips0", "a", 3, bad=True), clip_shard(root / "clips1", "b", 2)]
+    targets = []
+    for k, shard in enumerate(shards):
+        out = root / f"targets{k}"
+        summary = embed_shard(str(shard), str(out), FAMILIES, "demo")
+        targets.append((out, summary))
+    index = root / "index"
+    write_index([str(s) for s in shards], str(index), [str(t) for t, _ in targets])
+    return root, shards, targets, index
+
+
+def test_embed_shard_writes_each_family(embedded):
+    _, _, targets, _ = embedded
+    (out0, summary0), (_, summary1) = targets
+    assert summary0 == {"muq_targets": 3, "muq_rejected": 1, "music2latent_targets": 3, "music2latent_rejected": 1}
+    assert summary1["muq_targets"] == 2
+    for family in FAMILIES:
+        table = pq.read_table(out0 / family / schema.TARGETS)
+        dim = load_family_config(family, "demo").audio.target_dim
+        assert table.schema.field("target").type.list_size == dim
+
+
+def test_embed_shard_is_idempotent(embedded):
+    _, shards, targets, _ = embedded
+    out0, _ = targets[0]
+    before = (out0 / "muq" / schema.TARGETS).stat().st_mtime_ns
+    embed_shard(str(shards[0]), str(out0), ["muq"], "demo")
+    assert (out0 / "muq" / schema.TARGETS).stat().st_mtime_ns == before  # skipped, not rewritten
+
+
+def test_gather_lists_shards_without_copying(embedded, tmp_path):
+    _, _, targets, index = embedded
+    out = tmp_path / "muq_targets"
+    summary = gather_targets(str(index), "muq", str(out))
+    assert summary == {"family": "muq", "targets": 5, "shards": 2, "rejected": 1}
+    assert target_files(str(out)) == [str(t / "muq" / schema.TARGETS) for t, _ in targets]
+    assert not (out / schema.TARGETS).exists()
+    meta = storage.read_json(str(out / schema.META))
+    assert meta["target_dim"] == load_family_config("muq", "demo").audio.target_dim and meta["n"] == 5
+    rejected = list(storage.read_jsonl(str(out / schema.REJECTED)))
+    assert [r["item"] for r in rejected] == ["abad#0"]
+    # Training reads the gathered shards as one split table.
+    ids, vecs = read_targets(str(out), "test")
+    assert sorted(ids) == ["a1#0", "b1#0"]
+    assert vecs.shape == (2, meta["target_dim"])
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+
+
+def test_gather_names_an_unfinished_shard(embedded, tmp_path):
+    root, shards, targets, _ = embedded
+    index = tmp_path / "index"
+    write_index([str(s) for s in shards], str(index), [str(targets[0][0]), str(root / "never-ran")])
+    with pytest.raises(FileNotFoundError, match="never-ran"):
+        gather_targets(str(index), "muq", str(tmp_path / "out"))
+    assert read_index(str(index)) == [str(s) for s in shards]
