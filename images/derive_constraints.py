@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Print a constraints file minus the packages that an image's own requirements file pins.
 
-The MuQ image needs transformers<5 while requirements/constraints.txt pins the main image's 5.x
-stack; its requirements file (requirements/muq.txt) pins its own versions of those packages.
+The audio-embedding image (MuQ-MuLan, MERT, Music2Latent) needs transformers<5 while
+requirements/constraints.txt pins the main image's 5.x stack; its requirements file
+(requirements/audio.txt) pins its own versions of those packages.
 Every other pin (torch, pyarrow, kfp, ...) still applies, so both images agree where they can.
 
 Usage: derive_constraints.py CONSTRAINTS REQUIREMENTS > OUT

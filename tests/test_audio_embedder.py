@@ -271,5 +271,5 @@ def test_music2latent_real_unet_ten_seconds_batched(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("muq") is not None, reason="muq installed: real loading path")
 def test_muq_real_loading_needs_its_own_environment():
     cfg = load_family_config("muq", "production").audio
-    with pytest.raises(ImportError, match="requirements/muq.txt"):
+    with pytest.raises(ImportError, match="requirements/audio.txt"):
         build_embedder(cfg, device="cpu")

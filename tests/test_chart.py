@@ -25,7 +25,7 @@ RELEASE, NAMESPACE = "mt", "team-ml"
 # A production-like install: private registry, Workload Identity, a bigger GPU pool, 4 x 8 GPUs.
 GPU_VALUES = {
     "image": {"repository": "registry.example.com/ml/musictext", "tag": "1.2.3", "pullSecrets": ["regcred"]},
-    "muqImage": {"repository": "registry.example.com/ml/musictext-muq", "tag": "1.2.3"},
+    "audioImage": {"repository": "registry.example.com/ml/musictext-audio", "tag": "1.2.3"},
     "kfp": {"endpoint": "http://ml-pipeline.kubeflow:8888", "namespace": "team-ml-runs", "multiUser": True},
     "pipelineRoot": "gs://acme-ml/musictext",
     "bucket": {"existingSecret": "gcs-key", "secretKey": "sa.json"},
@@ -119,6 +119,7 @@ def test_values_schema_rejects_bad_values(helm):
         "image.pullPolicy=Sometimes": "pullPolicy",
         "registerPipeline.enabled=maybe": "enabled",
         "trainng.nnodes=2": "trainng",  # a typo must not be ignored silently
+        "muqImage.tag=1.0.0": "muqImage",  # renamed to audioImage: old values files must fail loudly
     }
     for setting, field in bad.items():
         proc = run_helm(helm, "template", RELEASE, str(CHART), "--set", setting, check=False)
@@ -197,6 +198,9 @@ def test_hook_job(helm, gpu_values):
     assert env["KFP_ENDPOINT"] == "http://ml-pipeline.kubeflow:8888"
     assert env["PIPELINE_NAME"] == "musictext-prod"
     assert env["PIPELINE_VERSION"] == "1.2.3-r1"
+    # Both images reach the compiled pipeline: the main one and the audio-embedding step's own.
+    assert env["MUSICTEXT_IMAGE"] == "registry.example.com/ml/musictext:1.2.3"
+    assert env["MUSICTEXT_AUDIO_IMAGE"] == "registry.example.com/ml/musictext-audio:1.2.3"
     assert env["HOME"].startswith("/tmp")
     # The script it runs is the one the ConfigMap carries, mounted where the command points.
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
@@ -238,15 +242,16 @@ def test_register_script_creates_or_versions(helm, tmp_path, lookup_exit, expect
     job_env = {e["name"]: e["value"] for e in one(render(helm), "Job")["spec"]["template"]["spec"]["containers"][0]["env"]}
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": str(tmp_path), "KFP_ENDPOINT": "http://kfp:8888",
            "PIPELINE_NAME": "musictext", "PIPELINE_VERSION": "0.1.0-r2",
-           **{k: job_env[k] for k in ("PIPELINE_ROOT", "MUSICTEXT_IMAGE", "GPU_NODE_SELECTOR",
-                                      "TRAIN_NODES", "PROCS_PER_NODE", "GPUS_PER_NODE")}}
+           **{k: job_env[k] for k in ("PIPELINE_ROOT", "MUSICTEXT_IMAGE", "MUSICTEXT_AUDIO_IMAGE",
+                                      "GPU_NODE_SELECTOR", "TRAIN_NODES", "PROCS_PER_NODE", "GPUS_PER_NODE")}}
     proc = subprocess.run(["/bin/sh", str(tmp_path / "register.sh")], env=env, capture_output=True, text=True)
     assert proc.returncode == expect_rc, proc.stderr
     log = calls.read_text().splitlines()
     # The chart's values become the compiled pipeline's defaults.
     assert log[0] == (
         f"musictext compile --output {tmp_path}/musictext.yaml --pipeline-root {job_env['PIPELINE_ROOT']}"
-        f" --image {job_env['MUSICTEXT_IMAGE']} --gpu-node-selector {job_env['GPU_NODE_SELECTOR']}"
+        f" --image {job_env['MUSICTEXT_IMAGE']} --audio-image {job_env['MUSICTEXT_AUDIO_IMAGE']}"
+        f" --gpu-node-selector {job_env['GPU_NODE_SELECTOR']}"
         f" --train-nodes {job_env['TRAIN_NODES']} --procs-per-node {job_env['PROCS_PER_NODE']}"
         f" --gpus-per-node {job_env['GPUS_PER_NODE']}"
     )
@@ -282,7 +287,8 @@ def test_configmap_carries_configs_and_defaults(helm, gpu_values):
     assert defaults["training"]["nnodes"] == 4 and defaults["training"]["gpusPerNode"] == 8
     assert defaults["gpuNodePool"] == GPU_VALUES["gpuNodePool"]
     assert defaults["images"]["main"] == "registry.example.com/ml/musictext:1.2.3"
-    assert defaults["images"]["muq"] == "registry.example.com/ml/musictext-muq:1.2.3"
+    assert defaults["images"]["audio"] == "registry.example.com/ml/musictext-audio:1.2.3"
+    assert "muq" not in defaults["images"], "one audio image for all three families"
     assert defaults["serviceAccount"] == "mt-musictext"
     assert defaults["bucket"] == {"existingSecret": "gcs-key", "secretKey": "sa.json"}
     assert defaults["kfp"]["namespace"] == "team-ml-runs"
@@ -292,6 +298,8 @@ def test_default_image_tag_is_app_version(helm):
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     job = one(render(helm), "Job")
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == f"ghcr.io/musictext/musictext:{app_version}"
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MUSICTEXT_AUDIO_IMAGE"] == f"ghcr.io/musictext/musictext-audio:{app_version}"
     pyproject = (REPO / "pyproject.toml").read_text()
     assert f'version = "{app_version}"' in pyproject, "appVersion follows the package version"
 
@@ -303,6 +311,7 @@ def test_notes_tell_how_to_run(helm, gpu_values):
     notes = proc.stdout.split("NOTES:", 1)[1]
     assert "kfp --endpoint" in notes and "run create" in notes and "-f build/musictext.yaml" in notes
     assert "--pipeline-root gs://acme-ml/musictext" in notes
+    assert "--audio-image registry.example.com/ml/musictext-audio:1.2.3" in notes
     assert "train_nodes=4" in notes
     assert "mt-musictext" in notes
 

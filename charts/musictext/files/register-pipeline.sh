@@ -2,8 +2,8 @@
 # Compile the musictext pipeline and upload it to Kubeflow Pipelines: a new pipeline on first
 # install, a new version of the existing one on upgrade. Runs in the musictext image as the
 # Helm post-install/post-upgrade hook. Inputs (env): KFP_ENDPOINT, PIPELINE_NAME,
-# PIPELINE_VERSION, PIPELINE_ROOT, MUSICTEXT_IMAGE, GPU_NODE_SELECTOR, TRAIN_NODES,
-# PROCS_PER_NODE, GPUS_PER_NODE, optional KFP_NAMESPACE.
+# PIPELINE_VERSION, PIPELINE_ROOT, MUSICTEXT_IMAGE, MUSICTEXT_AUDIO_IMAGE, GPU_NODE_SELECTOR,
+# TRAIN_NODES, PROCS_PER_NODE, GPUS_PER_NODE, optional KFP_NAMESPACE.
 set -eu
 
 : "${KFP_ENDPOINT:?}" "${PIPELINE_NAME:?}" "${PIPELINE_VERSION:?}"
@@ -13,6 +13,7 @@ package="${TMPDIR:-/tmp}/musictext.yaml"
 musictext compile --output "$package" \
   --pipeline-root "${PIPELINE_ROOT:?}" \
   --image "${MUSICTEXT_IMAGE:?}" \
+  --audio-image "${MUSICTEXT_AUDIO_IMAGE:?}" \
   --gpu-node-selector "${GPU_NODE_SELECTOR:?}" \
   --train-nodes "${TRAIN_NODES:-1}" \
   --procs-per-node "${PROCS_PER_NODE:-1}" \

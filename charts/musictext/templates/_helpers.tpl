@@ -48,8 +48,9 @@ app.kubernetes.io/part-of: musictext
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
-{{- define "musictext.muqImage" -}}
-{{- printf "%s:%s" .Values.muqImage.repository (default .Chart.AppVersion .Values.muqImage.tag) -}}
+{{/* The audio-embedding step's image (all three families), same tag rule. */}}
+{{- define "musictext.audioImage" -}}
+{{- printf "%s:%s" .Values.audioImage.repository (default .Chart.AppVersion .Values.audioImage.tag) -}}
 {{- end -}}
 
 {{/* The KFP namespace: explicit, else the release namespace. */}}

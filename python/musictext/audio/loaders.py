@@ -57,11 +57,11 @@ def _load_muq(cfg: AudioConfig, device: torch.device) -> Loaded:
         )
         return Loaded(model.to(device).eval(), None, cfg.sample_rate)
     try:
-        from muq import MuQMuLan  # lives in the MuQ step's own image (requirements/muq.txt)
+        from muq import MuQMuLan  # lives in the MuQ step's own image (requirements/audio.txt)
     except ImportError as err:
         raise ImportError(
             "MuQ-MuLan needs the `muq` package (transformers<5, torchaudio, x_clip); run this step "
-            "in the MuQ image built from requirements/muq.txt"
+            "in the audio image built from requirements/audio.txt"
         ) from err
     model = MuQMuLan.from_pretrained(resolve_pretrained(cfg.model))
     model = model.to(device).eval()
