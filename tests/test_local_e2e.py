@@ -28,6 +28,8 @@ def test_run_layout(tiny_run):
     for name in ("metrics.json", "report.html", "rejected.json", "params.json"):
         assert (run / name).is_file(), name
     assert (run / "pipeline").is_dir()  # every task's artifacts, as kfp.local left them
+    params = json.loads((run / "params.json").read_text())
+    assert params["corpus_size"] == 40 and params["profile"] == "demo"  # override, default
 
 
 def test_metrics_fields(tiny_run):
@@ -54,3 +56,6 @@ def test_checkpoints_exported_in_navidrome_format(tiny_run):
         blob = torch.load(path, map_location="cpu", weights_only=False)
         assert set(blob) == {"config", "text_encoder_state_dict", "projection_state_dict", "metrics"}
         assert blob["config"]["audio_dim"] == cfg.audio.target_dim
+        # Each family's save_pretrained folder sits beside its .pt, none overwriting another.
+        embedder = ckpts / f"{cfg.export.name}_text_embedder"
+        assert (embedder / "config.json").is_file(), embedder

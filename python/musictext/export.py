@@ -5,7 +5,7 @@
 documented ``audio_encoder``, ``audio_dim``, ``text_model_name``, ``text_dim`` and ``hidden_dim``
 plus the few settings the query path needs to reproduce training (pooling, max_length,
 lowercase, block_dim). The text tower is rebuilt from ``text_model_name``'s config and
-tokenizer, so the file carries weights only. ``text_embedder/`` is the same model saved with
+tokenizer, so the file carries weights only. ``{name}_text_embedder/`` is the same model saved with
 ``save_pretrained`` for our own tools.
 """
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_KEYS = ("config", "text_encoder_state_dict", "projection_state_dict", "metrics")
 CONFIG_KEYS = ("audio_encoder", "audio_dim", "text_model_name", "text_dim", "hidden_dim")
-EMBEDDER_DIR = "text_embedder"
+EMBEDDER_SUFFIX = "text_embedder"  # {name}_text_embedder/: unique when families share checkpoints/
 
 
 def checkpoint_name(cfg: FamilyConfig) -> str:
@@ -65,8 +65,12 @@ def build_checkpoint(model: TextEmbedder, metrics: dict, cfg: FamilyConfig) -> d
     }
 
 
+def embedder_dir_name(cfg: FamilyConfig) -> str:
+    return f"{cfg.export.name}_{EMBEDDER_SUFFIX}"
+
+
 def export_family(model_dir: str, metrics: dict, out_dir: str, cfg: FamilyConfig) -> dict:
-    """Write ``{name}_best_r1.pt`` and ``text_embedder/`` into ``out_dir``."""
+    """Write ``{name}_best_r1.pt`` and ``{name}_text_embedder/`` into ``out_dir``."""
     model = TextEmbedder.from_pretrained(model_location(model_dir))
     if model.target_dim != cfg.audio.target_dim:
         raise ValueError(
@@ -77,10 +81,11 @@ def export_family(model_dir: str, metrics: dict, out_dir: str, cfg: FamilyConfig
     torch.save(build_checkpoint(model, metrics, cfg), buf)
     ckpt_uri = storage.join(out_dir, checkpoint_name(cfg))
     storage.write_bytes(ckpt_uri, buf.getvalue())
-    emb_uri = storage.join(out_dir, EMBEDDER_DIR)
+    emb_name = embedder_dir_name(cfg)
+    emb_uri = storage.join(out_dir, emb_name)
     with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(Path(tmp) / EMBEDDER_DIR)
-        publish_dir(Path(tmp) / EMBEDDER_DIR, emb_uri)
+        model.save_pretrained(Path(tmp) / emb_name)
+        publish_dir(Path(tmp) / emb_name, emb_uri)
     log.info("exported %s (%d-D, %.1f MB) to %s", cfg.export.name, model.target_dim,
              len(buf.getvalue()) / 1e6, ckpt_uri)
     return {"name": cfg.export.name, "checkpoint": ckpt_uri, "text_embedder": emb_uri,

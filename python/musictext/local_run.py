@@ -6,6 +6,7 @@ kfp.local pipeline root with every task's artifacts); runs/latest points at the 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -46,6 +47,12 @@ def _link_file(src, dst) -> None:
         shutil.copy2(src, dst)
 
 
+def effective_params(module, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Every pipeline parameter this run used: the pipeline's defaults, then the overrides."""
+    inputs = module.musictext_pipeline.component_spec.inputs or {}
+    return {**{name: spec.default for name, spec in inputs.items()}, **overrides}
+
+
 def run_local(params: dict[str, Any], runs_dir: str | Path = "runs", run_id: str | None = None) -> Path:
     """Run the pipeline through kfp.local.SubprocessRunner; return runs/<run-id>/."""
     from kfp import local
@@ -73,6 +80,6 @@ def run_local(params: dict[str, Any], runs_dir: str | Path = "runs", run_id: str
     for name in DELIVERABLES:
         if (out / name).exists():
             link_or_copy(out / name, run_dir / name)
-    (run_dir / "params.json").write_text(__import__("json").dumps(params, indent=2))
+    (run_dir / "params.json").write_text(json.dumps(effective_params(module, params), indent=2))
     log.info("run finished in %.0f s: %s", time.monotonic() - started, run_dir)
     return run_dir
