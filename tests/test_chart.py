@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_manifests import MANIFESTS, load_docs, validate_object
+from tests.k8s_schemas import validate_object
+from tests.test_manifests import MANIFESTS, load_docs
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "musictext"

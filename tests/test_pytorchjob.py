@@ -3,36 +3,15 @@
 import copy
 import json
 
-import jsonschema
 import pytest
-import yaml
 
-from musictext.train import pytorchjob
 from musictext.train.launch import train_stage
 from musictext.train.pytorchjob import JobFailed, build_pytorchjob, run_pytorchjob, wait_for_job
-
-CRD = "/work/shared/crds/kubeflow.org_pytorchjobs.yaml"
-
-
-def _strict(schema):
-    """Close every object that lists its properties, so a misspelt field fails validation."""
-    if isinstance(schema, dict):
-        out = {k: _strict(v) for k, v in schema.items()}
-        if "properties" in out and "additionalProperties" not in out and not out.get(
-            "x-kubernetes-preserve-unknown-fields"
-        ):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [_strict(v) for v in schema]
-    return schema
-
+from tests.k8s_schemas import crd_validator
 
 @pytest.fixture(scope="module")
 def validator():
-    crd = yaml.safe_load(open(CRD))
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
-    return jsonschema.Draft7Validator(_strict(version["schema"]["openAPIV3Schema"]))
+    return crd_validator("kubeflow.org/v1", "PyTorchJob")
 
 
 def _manifest(**kw):

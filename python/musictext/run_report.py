@@ -51,7 +51,7 @@ def assemble_run(
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     checkpoints = collect_checkpoints(export_dirs, out_dir)
     storage.write_json(storage.join(out_dir, REJECTED_JSON), rejected)
-    metrics = write_report(results, out_dir, rejected=rejected)
+    write_report(results, out_dir, rejected=rejected)
     if html_path:
         Path(html_path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(Path(out_dir) / "report.html", html_path)
