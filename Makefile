@@ -33,11 +33,15 @@ venv: system-deps $(STAMP)
 demo: venv
 	$(VENV)/bin/musictext run --local $(ARGS)
 
-test: venv
+test: venv lint
 	$(PY) -m pytest -m "not slow" -q $(ARGS)
 
-test-all: venv
+test-all: venv lint
 	$(PY) -m pytest -q $(ARGS)
+
+# Pyflakes-class errors only (undefined names, unused imports/variables): real bugs, not style.
+lint: venv
+	$(VENV)/bin/ruff check --select F python components pipelines tests
 
 bench: venv
 	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
