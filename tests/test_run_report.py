@@ -1,0 +1,62 @@
+"""The run's deliverables gather every stage's rejections and every family's checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from musictext import storage
+from musictext.rejects import Rejections
+from musictext.run_report import assemble_run
+from musictext.shards import write_index
+
+
+def family_metrics(family: str, r10: float) -> dict:
+    chance = {"R@1": 0.1, "R@5": 0.5, "R@10": 1.0, "MRR": 0.29}
+    scores = {"R@1": 0.3, "R@5": 0.8, "R@10": r10, "MRR": 0.5}
+    return {"family": family, "n_test": 10, "text_to_audio": scores, "audio_to_text": scores,
+            "chance": chance, "blocks": {}}
+
+
+def test_assemble_run(tmp_path: Path):
+    # A clip shard whose clip stage rejected one track, and a family stage that rejected a clip.
+    shard = tmp_path / "clips0"
+    (shard / "clips.parquet").parent.mkdir(parents=True)
+    (shard / "clips.parquet").write_bytes(b"")  # only its presence is checked by the index
+    clip_rejects = Rejections("clip")
+    clip_rejects.add("synthetic-000007", "undecodable audio")
+    clip_rejects.write(str(shard))
+    write_index([str(shard)], str(tmp_path / "index"))
+    targets = tmp_path / "targets_muq"
+    embed_rejects = Rejections("embed_audio")
+    embed_rejects.add("synthetic-000003#0", "all-silent audio")
+    embed_rejects.write(str(targets))
+
+    evals, exports = [], []
+    for family, name in (("muq", "muq"), ("mert", "mert")):
+        ev = tmp_path / f"eval_{family}"
+        storage.write_json(str(ev / "metrics.json"), family_metrics(family, 0.9))
+        evals.append(str(ev))
+        ex = tmp_path / f"export_{family}"
+        (ex / f"{name}_text_embedder").mkdir(parents=True)
+        (ex / f"{name}_text_embedder" / "config.json").write_text(json.dumps({"family": family}))
+        (ex / f"{name}_best_r1.pt").write_bytes(family.encode())
+        exports.append(str(ex))
+
+    out = tmp_path / "run"
+    summary = assemble_run(evals, exports, [str(targets)], str(tmp_path / "index"), str(out),
+                           html_path=str(tmp_path / "html" / "report.html"))
+
+    rejected = json.loads((out / "rejected.json").read_text())
+    assert {(r["stage"], r["item"]) for r in rejected} == {
+        ("clip", "synthetic-000007"), ("embed_audio", "synthetic-000003#0")}
+    assert summary["rejected"] == 2 and summary["families"] == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["families"]) == {"muq", "mert"}
+    assert metrics["families"]["mert"]["R@10"] == 0.9
+    assert metrics["families"]["mert"]["chance"]["R@10"] == 1.0
+    ckpts = out / "checkpoints"
+    assert (ckpts / "muq_best_r1.pt").read_bytes() == b"muq"
+    assert json.loads((ckpts / "mert_text_embedder" / "config.json").read_text()) == {"family": "mert"}
+    html = (tmp_path / "html" / "report.html").read_text()
+    assert "synthetic-000007" in html and "all-silent audio" in html
