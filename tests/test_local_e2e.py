@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -18,7 +19,10 @@ TINY = [
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    assert cli_main(["run", "--local", "--runs-dir", str(runs), "--run-id", "tiny", *TINY]) == 0
+    with pytest.MonkeyPatch.context() as mp:  # the run sets OMP_NUM_THREADS etc. for its tasks
+        for name in ("OMP_NUM_THREADS", "HF_HUB_OFFLINE", "MUSICTEXT_IMAGE", "MUSICTEXT_AUDIO_IMAGE"):
+            mp.setenv(name, os.environ[name]) if name in os.environ else mp.delenv(name, raising=False)
+        assert cli_main(["run", "--local", "--runs-dir", str(runs), "--run-id", "tiny", *TINY]) == 0
     return runs
 
 
