@@ -90,7 +90,8 @@ def similarity_png(sim: np.ndarray, title: str) -> bytes:
     im = ax.imshow(sim[:k, :k], cmap="viridis", aspect="auto")
     ax.set_xlabel("audio target (clip)")
     ax.set_ylabel("caption (clip)")
-    ax.set_title(title)
+    # Say when the matrix is cut, so a reader does not take 64 rows for the whole test set.
+    ax.set_title(title if k == sim.shape[0] else f"{title} (first {k} of {sim.shape[0]})")
     fig.colorbar(im, ax=ax)
     return _png(fig)
 
