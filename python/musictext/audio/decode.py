@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 from musictext import storage
-from musictext.audio.features import prepare_waveform
+from musictext.audio.features import prepare_waveform, to_mono
 from musictext.rejects import ItemError
 
 # Peak below this (about -120 dBFS) counts as silence.
@@ -31,26 +31,37 @@ def read_audio(uri: str) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
 
 
-def check_waveform(item: str, waveform: torch.Tensor) -> None:
+def check_waveform(item: str, mono: torch.Tensor) -> None:
     """Raise ItemError for audio the sidecar would turn into a meaningless vector."""
-    if waveform.numel() == 0 or waveform.shape[-1] == 0:
+    if mono.numel() == 0 or mono.shape[-1] == 0:
         raise ItemError(item, "zero-length audio")
-    peak = float(waveform.abs().max())  # one pass: max() propagates NaN, inf stays inf
+    peak = float(mono.abs().max())  # one pass: max() propagates NaN, inf stays inf
     if not math.isfinite(peak):
         raise ItemError(item, "audio holds NaN or infinite samples")
     if peak < SILENCE_PEAK:
-        raise ItemError(item, "all-silent audio")
+        raise ItemError(item, f"all-silent audio (peak {peak:.1e})")
 
 
-def load_clip(item: str, uri: str, target_rate: int, declared_rate: int | None = None) -> torch.Tensor:
-    """Decode, check, mono-mix and resample one clip; every failure names the item."""
+def decode_mono(item: str, uri: str) -> tuple[torch.Tensor, int]:
+    """Decode and mono-mix one file, checked; every failure is an ItemError naming the item.
+
+    Silence is judged on the mono mix, the signal every model sees.
+    """
     try:
         waveform, rate = read_audio(uri)
     except FileNotFoundError:
         raise ItemError(item, f"audio file missing: {uri}") from None
     except Exception as err:  # soundfile raises LibsndfileError/RuntimeError for bad data
-        raise ItemError(item, f"undecodable audio {uri}: {type(err).__name__}: {err}") from None
+        reason = getattr(err, "error_string", None) or f"{type(err).__name__}: {err}"
+        raise ItemError(item, f"undecodable audio {uri}: {reason}") from None
+    mono = to_mono(waveform)
+    check_waveform(item, mono)
+    return mono, rate
+
+
+def load_clip(item: str, uri: str, target_rate: int, declared_rate: int | None = None) -> torch.Tensor:
+    """Decode, check, mono-mix and resample one clip (the embedding stage's input)."""
+    mono, rate = decode_mono(item, uri)
     if declared_rate is not None and int(declared_rate) != rate:
         raise ItemError(item, f"{uri} is {rate} Hz but the clip table says {declared_rate} Hz")
-    check_waveform(item, waveform)
-    return prepare_waveform(waveform, rate, target_rate)
+    return prepare_waveform(mono, rate, target_rate)

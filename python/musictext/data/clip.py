@@ -22,13 +22,16 @@ import soundfile as sf
 import torch
 
 from musictext import schema, storage
+from musictext.audio.decode import decode_mono
 from musictext.audio.resample import resample
 from musictext.logs import progress
 from musictext.rejects import ItemError, Rejections
 
 log = logging.getLogger(__name__)
 
-SILENCE_PEAK = 1e-4  # -80 dBFS: quieter than any real recording, louder than dither
+# A clip window this quiet (-80 dBFS) is a fade-out or gap, not music worth a training pair;
+# whole tracks are judged by musictext.audio.decode (the embedding stage's own rule).
+SILENCE_PEAK = 1e-4
 CLIP_SUBTYPE = "PCM_24"
 _FULL_SCALE = 1.0 - 2.0**-23  # the largest value 24-bit PCM represents
 
@@ -111,26 +114,6 @@ def _clean_captions(track: dict) -> list[str]:
 # ----------------------------------------------------------------------------- audio
 
 
-def decode_mono(uri: str, item: str) -> tuple[np.ndarray, int]:
-    """Mono float32 (mean over channels) and its rate; ItemError for unusable audio."""
-    if not storage.exists(uri):
-        raise ItemError(item, f"audio file missing: {uri}")
-    try:
-        data, rate = sf.read(io.BytesIO(storage.read_bytes(uri)), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
-        # LibsndfileError.error_string is libsndfile's reason without the BytesIO repr.
-        raise ItemError(item, f"undecodable audio {uri}: {getattr(err, 'error_string', err)}") from None
-    if data.shape[0] == 0:
-        raise ItemError(item, f"zero-length audio {uri}")
-    if not np.isfinite(data).all():
-        raise ItemError(item, f"NaN/inf samples in {uri}")
-    mono = data.mean(axis=1, dtype=np.float32)
-    peak = float(np.abs(mono).max())
-    if peak < SILENCE_PEAK:
-        raise ItemError(item, f"silent audio {uri} (peak {peak:.1e})")
-    return mono, int(rate)
-
-
 def cut_windows(
     mono: np.ndarray, rate: int, clip_seconds: float, max_clips: int, min_seconds: float
 ) -> list[tuple[int, int, np.ndarray, int]]:
@@ -166,7 +149,8 @@ def encode_flac(audio: np.ndarray, rate: int) -> tuple[bytes, int]:
 def _clip_track(track, raw_dir, out_dir, rates, clip_seconds, max_clips, min_seconds, rejections, stats):
     track_id = str(track["track_id"])
     captions = _clean_captions(track)
-    mono, rate = decode_mono(resolve_audio(raw_dir, str(track["path"])), track_id)
+    mono_t, rate = decode_mono(track_id, resolve_audio(raw_dir, str(track["path"])))
+    mono = mono_t.numpy()
     if len(mono) < min_seconds * rate:
         raise ItemError(track_id, f"too short: {len(mono) / rate:.2f} s < min_seconds {min_seconds}")
     rows = []
