@@ -27,6 +27,7 @@ from musictext import schema, storage
 from musictext.audio.decode import load_clip
 from musictext.audio.embedder import AudioEmbedder, build_embedder
 from musictext.config import FamilyConfig, load_family_config
+from musictext.data.clip import read_clips
 from musictext.logs import progress
 from musictext.rejects import ItemError, Rejections
 
@@ -91,33 +92,29 @@ def list_clips(clips_dirs: list[str], sample_rate: int, rejects: Rejections) -> 
     """Every clip of every shard, with the file to decode; bad rows are rejected by name."""
     refs: list[ClipRef] = []
     seen: set[str] = set()
-    for shard in clips_dirs:
-        table_uri = storage.join(shard, schema.CLIPS)
-        if not storage.exists(table_uri):
-            raise FileNotFoundError(f"clip shard {shard} has no {schema.CLIPS}")
-        table = storage.read_parquet(table_uri, columns=["clip_id", "split", "audio"])
-        for row in table.to_pylist():
-            clip_id = row.get("clip_id") or "<missing clip_id>"
-            if clip_id in seen:
-                rejects.add(clip_id, f"duplicate clip_id (again in {shard})")
-                continue
-            split = row.get("split")
-            if split not in schema.SPLITS:
-                rejects.add(clip_id, f"unknown split {split!r}")
-                continue
-            audio = [r for r in (row.get("audio") or []) if r and r.get("path")]
-            if not audio:
-                rejects.add(clip_id, "no audio file listed")
-                continue
-            try:
-                rel = schema.audio_path_for(audio, sample_rate)
-                rate = sample_rate
-            except KeyError:
-                # Not rendered at the model rate: decode the highest rate and resample.
-                best = max(audio, key=lambda r: int(r["sample_rate"]))
-                rel, rate = best["path"], int(best["sample_rate"])
-            seen.add(clip_id)
-            refs.append(ClipRef(clip_id, split, storage.join(shard, rel), rate))
+    for row in read_clips(clips_dirs, columns=["clip_id", "split", "audio"]).to_pylist():
+        shard = row["shard_dir"]
+        clip_id = row.get("clip_id") or "<missing clip_id>"
+        if clip_id in seen:
+            rejects.add(clip_id, f"duplicate clip_id (again in {shard})")
+            continue
+        split = row.get("split")
+        if split not in schema.SPLITS:
+            rejects.add(clip_id, f"unknown split {split!r}")
+            continue
+        audio = [r for r in (row.get("audio") or []) if r and r.get("path")]
+        if not audio:
+            rejects.add(clip_id, "no audio file listed")
+            continue
+        try:
+            rel = schema.audio_path_for(audio, sample_rate)
+            rate = sample_rate
+        except KeyError:
+            # Not rendered at the model rate: decode the highest rate and resample.
+            best = max(audio, key=lambda r: int(r["sample_rate"]))
+            rel, rate = best["path"], int(best["sample_rate"])
+        seen.add(clip_id)
+        refs.append(ClipRef(clip_id, split, storage.join(shard, rel), rate))
     return refs
 
 

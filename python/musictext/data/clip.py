@@ -59,7 +59,10 @@ def read_clips(clips_dirs: list[str], columns: list[str] | None = None) -> pa.Ta
         raise ValueError("no clip shard directories given")
     tables = []
     for shard_dir in clips_dirs:
-        table = storage.read_parquet(storage.join(shard_dir, schema.CLIPS), columns=columns)
+        table_uri = storage.join(shard_dir, schema.CLIPS)
+        if not storage.exists(table_uri):
+            raise FileNotFoundError(f"clip shard {shard_dir} has no {schema.CLIPS}")
+        table = storage.read_parquet(table_uri, columns=columns)
         dirs = pa.array([shard_dir] * table.num_rows, pa.string())
         tables.append(table.append_column("shard_dir", dirs))
     return pa.concat_tables(tables)
