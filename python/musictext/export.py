@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import tempfile
-from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -23,8 +21,7 @@ from musictext import storage
 from musictext.config import FamilyConfig
 from musictext.eval.evaluate import model_location
 from musictext.hub import MINILM_NAMES, resolve_pretrained
-from musictext.train.model import TextEmbedder, drop_pooler
-from musictext.train.run import publish_dir
+from musictext.train.model import TextEmbedder, cpu_state, drop_pooler
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +39,6 @@ def portable_model_name(ref: str) -> str:
     return "sentence-transformers/all-MiniLM-L6-v2" if ref in MINILM_NAMES else ref
 
 
-def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-
-
 def build_checkpoint(model: TextEmbedder, metrics: dict, cfg: FamilyConfig) -> dict:
     return {
         "config": {
@@ -59,8 +52,8 @@ def build_checkpoint(model: TextEmbedder, metrics: dict, cfg: FamilyConfig) -> d
             "lowercase": model.lowercase,
             "block_dim": model.head.block_dim,
         },
-        "text_encoder_state_dict": _cpu_state(model.tower),
-        "projection_state_dict": _cpu_state(model.head),
+        "text_encoder_state_dict": cpu_state(model.tower),
+        "projection_state_dict": cpu_state(model.head),
         "metrics": metrics,
     }
 
@@ -81,11 +74,8 @@ def export_family(model_dir: str, metrics: dict, out_dir: str, cfg: FamilyConfig
     torch.save(build_checkpoint(model, metrics, cfg), buf)
     ckpt_uri = storage.join(out_dir, checkpoint_name(cfg))
     storage.write_bytes(ckpt_uri, buf.getvalue())
-    emb_name = embedder_dir_name(cfg)
-    emb_uri = storage.join(out_dir, emb_name)
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(Path(tmp) / emb_name)
-        publish_dir(Path(tmp) / emb_name, emb_uri)
+    emb_uri = storage.join(out_dir, embedder_dir_name(cfg))
+    model.save_to(emb_uri)
     log.info("exported %s (%d-D, %.1f MB) to %s", cfg.export.name, model.target_dim,
              len(buf.getvalue()) / 1e6, ckpt_uri)
     return {"name": cfg.export.name, "checkpoint": ckpt_uri, "text_embedder": emb_uri,

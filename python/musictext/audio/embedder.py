@@ -37,10 +37,6 @@ class FamilyAdapter:
         self.cfg = cfg
         self.loaded = loaded
 
-    @staticmethod
-    def window_dim(cfg: AudioConfig) -> int:
-        raise NotImplementedError
-
     def units(self, mono: torch.Tensor) -> list[torch.Tensor]:
         """Model inputs of one track (each [samples]); units of equal length may be batched."""
         raise NotImplementedError
@@ -69,10 +65,6 @@ class _Windowed(FamilyAdapter):
 class MuQAdapter(_Windowed):
     """``model(wavs=[B, samples]) -> [B, embed_dim]`` (MuLan averages its 10 s clip latents)."""
 
-    @staticmethod
-    def window_dim(cfg):
-        return int(cfg.embed_dim)
-
     def run(self, batch):
         out = self.loaded.model(wavs=batch)
         return [row.float()[:, None] for row in out]
@@ -80,10 +72,6 @@ class MuQAdapter(_Windowed):
 
 class MertAdapter(_Windowed):
     """Feature extractor, ``output_hidden_states``, mean over frames of all L+1 states."""
-
-    @staticmethod
-    def window_dim(cfg):
-        return (int(cfg.num_hidden_layers) + 1) * int(cfg.hidden_size)
 
     def run(self, batch):
         processor, model = self.loaded.processor, self.loaded.model
@@ -101,10 +89,6 @@ class MertAdapter(_Windowed):
 class Music2LatentAdapter(FamilyAdapter):
     """The whole track through ``encode``; equal-length tracks share one call as "channels"
     (music2latent encodes channels independently)."""
-
-    @staticmethod
-    def window_dim(cfg):
-        return 3 * int(cfg.latent_channels)
 
     def units(self, mono):
         return [mono]
@@ -129,7 +113,7 @@ ADAPTERS: dict[str, type[FamilyAdapter]] = {
 
 def target_dim_for(cfg: AudioConfig) -> int:
     """Enriched target length computed from the config alone (no weights loaded)."""
-    return 3 * ADAPTERS[cfg.kind].window_dim(cfg)
+    return cfg.target_dim
 
 
 def _autocast_dtype(name: str):
@@ -143,10 +127,9 @@ class AudioEmbedder:
         self.cfg = cfg
         self.adapter = adapter
         self.device = device
-        self.window_dim = ADAPTERS[cfg.kind].window_dim(cfg)
-        self.target_dim = 3 * self.window_dim
-        if self.target_dim != cfg.target_dim:
-            raise AssertionError(f"target dim {self.target_dim} != config {cfg.target_dim}")
+        # The per-family row counts live in one place: AudioConfig.window_dim.
+        self.window_dim = cfg.window_dim
+        self.target_dim = cfg.target_dim
         self.sample_rate = int(cfg.sample_rate)
 
     # -- helpers --------------------------------------------------------------------------

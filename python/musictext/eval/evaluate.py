@@ -10,7 +10,8 @@ import numpy as np
 from musictext import schema, storage
 from musictext.eval.metrics import chance_metrics, cosine_matrix, positive_ranks, metrics_from_ranks
 from musictext.train.data import load_split
-from musictext.train.model import BLOCK_NAMES, TextEmbedder
+from musictext.train.model import BLOCK_NAMES, CONFIG_FILE, TextEmbedder
+from musictext.train.run import MODEL_DIR
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,8 @@ HEATMAP_MAX = 64  # clips shown in the similarity heatmap
 
 def model_location(model_dir: str) -> str:
     """Accept a save_pretrained directory or a training out dir holding ``model/``."""
-    nested = storage.join(model_dir, "model")
-    return nested if storage.exists(storage.join(nested, "config.json")) else model_dir
+    nested = storage.join(model_dir, MODEL_DIR)
+    return nested if storage.exists(storage.join(nested, CONFIG_FILE)) else model_dir
 
 
 def block_diagnostics(pred: np.ndarray, target: np.ndarray, n_blocks: int = 3) -> dict:

@@ -31,14 +31,16 @@ class SplitData:
         return [c[0] for c in self.captions]
 
 
-def _read_split(uri: str, split: str, columns: list[str]) -> pa.Table:
-    table = storage.read_parquet(uri, columns=columns)
+def _only(table: pa.Table, split: str) -> pa.Table:
     return table.filter(pc.equal(table["split"], split))
 
 
-def read_targets(targets_dir: str, split: str) -> tuple[list[str], np.ndarray]:
+def _read_targets_table(targets_dir: str) -> pa.Table:
     columns = ["clip_id", "split", "target"]
-    table = pa.concat_tables(_read_split(uri, split, columns) for uri in target_files(targets_dir))
+    return pa.concat_tables(storage.read_parquet(uri, columns=columns) for uri in target_files(targets_dir))
+
+
+def _target_arrays(table: pa.Table) -> tuple[list[str], np.ndarray]:
     ids = table["clip_id"].to_pylist()
     if not ids:
         return [], np.zeros((0, 0), dtype=np.float32)
@@ -48,11 +50,11 @@ def read_targets(targets_dir: str, split: str) -> tuple[list[str], np.ndarray]:
     return ids, values.reshape(len(ids), dim).astype(np.float32, copy=False)
 
 
-def load_split(text_dir: str, targets_dir: str, split: str, max_length: int | None = None) -> SplitData:
-    """Join captions and targets on clip_id; clips lacking either side are skipped (logged)."""
-    text = _read_split(
-        storage.join(text_dir, schema.TEXT), split, ["clip_id", "split", "caption_index", "text", "input_ids"]
-    )
+def read_targets(targets_dir: str, split: str) -> tuple[list[str], np.ndarray]:
+    return _target_arrays(_only(_read_targets_table(targets_dir), split))
+
+
+def _join(text: pa.Table, targets: pa.Table, split: str, max_length: int | None) -> SplitData:
     text = text.sort_by([("clip_id", "ascending"), ("caption_index", "ascending")])
     by_clip: dict[str, tuple[list[str], list[list[int]]]] = {}
     for cid, cap, ids in zip(
@@ -61,7 +63,7 @@ def load_split(text_dir: str, targets_dir: str, split: str, max_length: int | No
         caps, toks = by_clip.setdefault(cid, ([], []))
         caps.append(cap)
         toks.append(list(ids[:max_length]) if max_length else list(ids))
-    target_ids, targets = read_targets(targets_dir, split)
+    target_ids, values = _target_arrays(targets)
     keep = [i for i, cid in enumerate(target_ids) if cid in by_clip]
     missing_text = len(target_ids) - len(keep)
     missing_target = len(set(by_clip) - set(target_ids))
@@ -75,8 +77,24 @@ def load_split(text_dir: str, targets_dir: str, split: str, max_length: int | No
         clip_ids=clip_ids,
         captions=[by_clip[c][0] for c in clip_ids],
         token_ids=[by_clip[c][1] for c in clip_ids],
-        targets=targets[keep] if keep else np.zeros((0, targets.shape[-1] if targets.ndim == 2 else 0), np.float32),
+        targets=values[keep],  # [0, dim] (or [0, 0] without any target) when nothing is kept
     )
+
+
+def load_splits(
+    text_dir: str, targets_dir: str, splits: tuple[str, ...], max_length: int | None = None
+) -> dict[str, SplitData]:
+    """Join captions and targets on clip_id for each split; clips lacking either side are
+    skipped (logged). Every file is read once, however many splits are asked for."""
+    text = storage.read_parquet(
+        storage.join(text_dir, schema.TEXT), columns=["clip_id", "split", "caption_index", "text", "input_ids"]
+    )
+    targets = _read_targets_table(targets_dir)
+    return {split: _join(_only(text, split), _only(targets, split), split, max_length) for split in splits}
+
+
+def load_split(text_dir: str, targets_dir: str, split: str, max_length: int | None = None) -> SplitData:
+    return load_splits(text_dir, targets_dir, (split,), max_length)[split]
 
 
 def target_dim(targets_dir: str) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -97,6 +98,22 @@ def local_copy(location: str):
     with tempfile.TemporaryDirectory(prefix="textembedder-") as tmp:
         fs.get(path.rstrip("/") + "/", tmp, recursive=True)
         yield tmp
+
+
+def publish_dir(local: Path, uri: str) -> None:
+    """Copy a finished local directory to ``uri`` (local path or bucket), replacing it."""
+    fs, path = storage.fs_for(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+    if not is_remote(uri):
+        shutil.copytree(local, path)
+        return
+    fs.put(str(local).rstrip("/") + "/", path, recursive=True)
+
+
+def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s state dict as contiguous CPU tensors (what safetensors and torch.save get)."""
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
 def tower_from_config(tower_config: dict) -> nn.Module:
@@ -215,9 +232,15 @@ class TextEmbedder(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_FILE).write_text(json.dumps(self.describe(), indent=2, default=str))
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE))
+        save_file(cpu_state(self), str(directory / WEIGHTS_FILE))
         self.tokenizer.save_pretrained(str(directory))
+
+    def save_to(self, location: str) -> None:
+        """save_pretrained to a local path or bucket URI, replacing whatever is there."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "model"
+            self.save_pretrained(local)
+            publish_dir(local, location)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "TextEmbedder":

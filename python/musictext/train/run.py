@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from musictext.config import FamilyConfig, StageConfig, load_family_config
 from musictext.eval.metrics import chance_metrics, cosine_matrix, retrieval_metrics
 from musictext.hub import is_remote
 from musictext.logs import progress, setup_logging
-from musictext.train.data import CaptionPairs, SplitData, collate, first_caption_pairs, load_split, target_dim
+from musictext.train.data import CaptionPairs, SplitData, collate, first_caption_pairs, load_splits, target_dim
 from musictext.train.loss import ContrastiveLoss
 from musictext.train.model import TextEmbedder
 
@@ -180,21 +179,8 @@ def validate(embedder: TextEmbedder, data: SplitData, pad_id: int, device, batch
     return retrieval_metrics(sim, np.arange(len(pairs)))
 
 
-def publish_dir(local: Path, uri: str) -> None:
-    """Copy a finished local directory to ``uri`` (local path or bucket), replacing it."""
-    fs, path = storage.fs_for(uri)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
-    if not is_remote(uri):
-        shutil.copytree(local, path)
-        return
-    fs.put(str(local).rstrip("/") + "/", path, recursive=True)
-
-
 def save_model(embedder: TextEmbedder, out_dir: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        embedder.save_pretrained(Path(tmp) / MODEL_DIR)
-        publish_dir(Path(tmp) / MODEL_DIR, storage.join(out_dir, MODEL_DIR))
+    embedder.save_to(storage.join(out_dir, MODEL_DIR))
 
 
 class Board:
@@ -269,8 +255,8 @@ def run(args: argparse.Namespace) -> dict:
     embedder = build_embedder(cfg, dim, args.init_dir)
     embedder.freeze(st.freeze_layers)
     max_len = embedder.max_length
-    train_data = load_split(args.text_dir, args.targets_dir, "train", max_len)
-    valid_data = load_split(args.text_dir, args.targets_dir, "valid", max_len)
+    splits = load_splits(args.text_dir, args.targets_dir, ("train", "valid"), max_len)
+    train_data, valid_data = splits["train"], splits["valid"]
     if len(train_data) < 2:
         raise ValueError(f"{args.text_dir}: {len(train_data)} usable training clips; need at least 2")
     pad_id = embedder.tokenizer.pad_token_id or 0
