@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 import warnings
 from datetime import datetime, timezone
@@ -44,21 +43,6 @@ def point_latest(runs_dir: Path, run_dir: Path) -> None:
     latest.symlink_to(run_dir.name)
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard links keep the big checkpoints from being stored twice on one disk."""
-    if src.is_dir():
-        shutil.copytree(src, dst, copy_function=_link_file, dirs_exist_ok=True)
-    else:
-        _link_file(src, dst)
-
-
-def _link_file(src, dst) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def effective_params(module, overrides: dict[str, Any]) -> dict[str, Any]:
     """Every pipeline parameter this run used: the pipeline's defaults, then the overrides."""
     inputs = module.musictext_pipeline.component_spec.inputs or {}
@@ -70,6 +54,7 @@ def run_local(params: dict[str, Any], runs_dir: str | Path = "runs", run_id: str
     from kfp import local
 
     from musictext.kfp_build import load_pipeline
+    from musictext.run_report import link_or_copy
 
     runs_dir = Path(runs_dir).resolve()
     run_dir = runs_dir / (run_id or new_run_id())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -16,18 +17,29 @@ CHECKPOINTS = "checkpoints"
 REJECTED_JSON = "rejected.json"
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A file or folder at ``dst``; hard links keep big checkpoints from being stored twice."""
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=_link_file, dirs_exist_ok=True)
+    else:
+        _link_file(src, dst)
+
+
+def _link_file(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem (or a pod's download dir): copy instead
+        shutil.copy2(src, dst)
+
+
 def collect_checkpoints(export_dirs: list[str], out_dir: str) -> list[str]:
-    """Copy every exported family (``{name}_best_r1.pt`` and its HF folder) to checkpoints/."""
+    """Every exported family (``{name}_best_r1.pt`` and its HF folder) into checkpoints/."""
     dest = Path(out_dir) / CHECKPOINTS
     dest.mkdir(parents=True, exist_ok=True)
     names = []
     for export_dir in export_dirs:
         for item in sorted(Path(export_dir).iterdir()):
-            target = dest / item.name
-            if item.is_dir():
-                shutil.copytree(item, target, dirs_exist_ok=True)
-            else:
-                shutil.copy2(item, target)
+            link_or_copy(item, dest / item.name)
             names.append(item.name)
     return names
 
@@ -43,8 +55,6 @@ def assemble_run(
     from musictext.eval.report import write_report
 
     results = [storage.read_json(storage.join(d, "metrics.json")) for d in evaluation_dirs]
-    for result, eval_dir in zip(results, evaluation_dirs):
-        result.setdefault("artifacts_dir", eval_dir)
     rejected = index_rejections(clips_index_dir)
     for stage_dir in stage_dirs:
         rejected.extend(read_rejections(stage_dir))
