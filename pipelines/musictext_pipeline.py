@@ -59,6 +59,7 @@ def musictext_pipeline(
     seed: int = 0,
     clip_seconds: float = 6.0,
     max_clips_per_track: int = 1,
+    clip_format: str = "wav",
     families: list = ["muq", "mert", "music2latent"],
     profile: str = "demo",
     epochs_stage1: int = 0,
@@ -88,6 +89,7 @@ def musictext_pipeline(
                 profile=profile,
                 clip_seconds=clip_seconds,
                 max_clips_per_track=max_clips_per_track,
+                clip_format=clip_format,
             ),
             "clip",
         )

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from musictext import schema
+from musictext.data.clip import DEFAULT_CLIP_FORMAT, encode_clip
 
 
 def tone(f0: float, sr: int, secs: float, amp: float = 0.3, harmonics: int = 6, bpm: float = 120.0) -> np.ndarray:
@@ -25,7 +26,8 @@ def make_clip_shard(shard_dir: str | Path, clips: list[dict]) -> Path:
 
     Each clip dict: clip_id, split, and ``audio``: {rate: np.ndarray | bytes} (bytes are written
     verbatim, for broken files; a rate mapped to None is listed but not written).
-    Optional ``subtype`` (soundfile) and ``ext``.
+    Arrays are encoded as the clip stage does (``format``: wav or flac, default wav), unless the
+    clip names a soundfile ``subtype`` and ``ext`` (float WAV, for NaN and empty files).
     """
     shard = Path(shard_dir)
     rows = []
@@ -33,13 +35,16 @@ def make_clip_shard(shard_dir: str | Path, clips: list[dict]) -> Path:
         refs = []
         name = clip["clip_id"].replace("#", "_")
         for rate, data in clip["audio"].items():
-            rel = f"audio/{rate}/{name}.{clip.get('ext', 'flac')}"
+            fmt = clip.get("format", DEFAULT_CLIP_FORMAT)
+            rel = f"audio/{rate}/{name}.{clip.get('ext', fmt)}"
             path = shard / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             if isinstance(data, bytes):
                 path.write_bytes(data)
+            elif "subtype" in clip:
+                sf.write(path, data, rate, subtype=clip["subtype"])
             elif data is not None:
-                sf.write(path, data, rate, subtype=clip.get("subtype"))
+                path.write_bytes(encode_clip(data, rate, fmt)[0])
             refs.append({"sample_rate": int(rate), "path": rel})
         track = clip["clip_id"].split("#")[0]
         rows.append(

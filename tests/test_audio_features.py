@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from musictext.audio import cut_windows, enrich, music2latent_features, prepare_waveform, window_starts
+from musictext.audio.decode import check_waveform
 from musictext.audio.embedder import target_dim_for
 from musictext.config import FAMILIES, load_family_config
+from musictext.rejects import ItemError
 
 
 # ----------------------------------------------------------------- independent references
@@ -145,6 +147,32 @@ def test_prepare_waveform_mono_mean_then_resample():
     down = prepare_waveform(stereo, 48000, 24000)
     assert down.shape == (2400,)
     assert float(down[600:1800].mean()) == pytest.approx(0.25, abs=1e-3)
+
+
+def test_one_channel_mono_is_that_channel_exactly():
+    x = torch.randn(1, 1000, dtype=torch.float64)
+    mono = prepare_waveform(x, 24000, 24000)
+    assert mono.dtype == torch.float32 and torch.equal(mono, x[0].float())
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (float("nan"), "NaN or infinite"), (float("inf"), "NaN or infinite"), (-float("inf"), "NaN or infinite"),
+])
+@pytest.mark.parametrize("where", [0, 500, 999])
+def test_check_waveform_names_non_finite_samples_anywhere(bad, reason, where):
+    x = torch.full((1000,), 0.1)
+    x[where] = bad
+    with pytest.raises(ItemError, match=reason) as err:
+        check_waveform("clip#7", x)
+    assert err.value.item == "clip#7"
+
+
+def test_check_waveform_silence_and_length():
+    with pytest.raises(ItemError, match="all-silent"):
+        check_waveform("a", torch.full((100,), -5e-7))
+    with pytest.raises(ItemError, match="zero-length"):
+        check_waveform("a", torch.zeros(0))
+    check_waveform("a", torch.cat([torch.zeros(99), torch.tensor([-2e-6])]))  # quiet, not silent
 
 
 # ----------------------------------------------------------------- dims

@@ -38,7 +38,7 @@ def shards(tmp_path):
         for i, s in enumerate(["train", "train", "valid", "test"])
     ]
     bad_a = [
-        {"clip_id": "broken#0", "audio": {sr: b"this is not a flac file"}},
+        {"clip_id": "broken#0", "audio": {sr: b"this is not an audio file"}},
         {"clip_id": "silent#0", "audio": {sr: np.zeros(sr, dtype=np.float32)}},
         {"clip_id": "empty#0", "audio": {sr: np.zeros(0, dtype=np.float32)}, "ext": "wav", "subtype": "FLOAT"},
         {"clip_id": "nan#0", "ext": "wav", "subtype": "FLOAT",
@@ -50,7 +50,7 @@ def shards(tmp_path):
     good_b = [
         # Only rendered at 44.1 kHz and 16 kHz: the 44.1 kHz file is decoded and resampled.
         {"clip_id": "b0#0", "split": "train", "audio": {44100: stereo, 16000: tone(220, 16000, 2.0)}},
-        {"clip_id": "b1#0", "split": "valid", "audio": {sr: tone(523.25, sr, 3.2, bpm=90)}},
+        {"clip_id": "b1#0", "split": "valid", "audio": {sr: tone(523.25, sr, 3.2, bpm=90)}, "format": "flac"},
         {"clip_id": "a0#0", "split": "train", "audio": {sr: tone(99, sr, 1.0)}},  # duplicate id
     ]
     shard_b = make_clip_shard(tmp_path / "clips_b", good_b)
@@ -80,10 +80,10 @@ def test_embed_clips_end_to_end(shards):
 
     # Each row equals the embedder's vector for the decoded file (resampled where needed).
     emb = build_embedder(cfg.audio, device="cpu")
-    stereo, rate = sf.read(Path(dirs[1]) / "audio/44100/b0_0.flac", dtype="float32", always_2d=True)
+    stereo, rate = sf.read(Path(dirs[1]) / "audio/44100/b0_0.wav", dtype="float32", always_2d=True)
     want_b0 = emb.embed_audio_tensor(torch.from_numpy(stereo.T.copy()), rate)
     np.testing.assert_allclose(targets[4], want_b0.numpy(), atol=1e-5)
-    a2, rate = sf.read(Path(dirs[0]) / "audio/24000/a2_0.flac", dtype="float32")
+    a2, rate = sf.read(Path(dirs[0]) / "audio/24000/a2_0.wav", dtype="float32")
     np.testing.assert_allclose(targets[2], emb.embed_audio_tensor(torch.from_numpy(a2), rate).numpy(), atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(targets, axis=1), 1.0, atol=1e-5)
 
@@ -144,7 +144,7 @@ def test_resampled_fallback_matches_prepare_waveform(tmp_path):
     cfg = fast_cfg()
     embed_clips([str(tmp_path / "s")], str(tmp_path / "o"), cfg)
     got = pq.read_table(tmp_path / "o" / schema.TARGETS).column("target").to_pylist()[0]
-    decoded, rate = sf.read(tmp_path / "s/audio/48000/r_0.flac", dtype="float32")
+    decoded, rate = sf.read(tmp_path / "s/audio/48000/r_0.wav", dtype="float32")
     emb = build_embedder(cfg.audio, device="cpu")
     want = emb.embed_prepared([prepare_waveform(torch.from_numpy(decoded), rate, 24000)])[0]
     np.testing.assert_allclose(np.array(got), want.numpy(), atol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
@@ -13,7 +14,14 @@ import torch
 
 from musictext import schema, storage
 from musictext.audio.resample import resample
-from musictext.data.clip import clip_file_name, clip_shard, cut_windows, read_clips, resolve_audio
+from musictext.data.clip import (
+    clip_file_name,
+    clip_shard,
+    cut_windows,
+    encode_clip,
+    read_clips,
+    resolve_audio,
+)
 from musictext.rejects import read_rejections
 
 torch.set_num_threads(1)
@@ -101,7 +109,7 @@ def test_every_clip_exists_at_every_rate_with_the_right_length(clipped):
     for row in rows.values():
         assert [a["sample_rate"] for a in row["audio"]] == RATES
         for ref in row["audio"]:
-            assert ref["path"].startswith(f"audio/{ref['sample_rate']}/") and ref["path"].endswith(".flac")
+            assert ref["path"].startswith(f"audio/{ref['sample_rate']}/") and ref["path"].endswith(".wav")
             info = sf.info(str(out / ref["path"]))
             assert info.samplerate == ref["sample_rate"] and info.channels == 1
             assert info.frames == math.ceil(CLIP_S * ref["sample_rate"]), (row["clip_id"], ref)
@@ -116,6 +124,35 @@ def test_clip_audio_is_the_direct_resample_of_the_mono_mix(clipped, raw_shard):
         got, _ = sf.read(str(out / ref["path"]), dtype="float32")
         want = resample(second, rate, ref["sample_rate"]).numpy()
         assert np.abs(got - want).max() < 1e-6  # 24-bit storage is float32-exact here
+
+
+def test_flac_clips_hold_the_same_samples_as_the_default_wav(clipped, raw_shard, tmp_path):
+    out, summary, rows, _ = clipped
+    assert summary["clip_format"] == "wav"
+    flac = clip_shard(str(raw_shard[0]), str(tmp_path / "flac"), RATES, CLIP_S, max_clips_per_track=2,
+                      min_seconds=1.0, clip_format="flac")
+    assert flac["clip_format"] == "flac" and flac["clips"] == summary["clips"]
+    table = storage.read_parquet(str(tmp_path / "flac" / schema.CLIPS))
+    for row in table.to_pylist():
+        for ref, wav_ref in zip(row["audio"], rows[row["clip_id"]]["audio"]):
+            assert ref["path"].endswith(".flac") and sf.info(str(tmp_path / "flac" / ref["path"])).format == "FLAC"
+            got, _ = sf.read(str(tmp_path / "flac" / ref["path"]), dtype="int32")
+            want, _ = sf.read(str(out / wav_ref["path"]), dtype="int32")
+            assert np.array_equal(got, want), (row["clip_id"], ref["sample_rate"])
+
+
+@pytest.mark.parametrize("clip_format", ["wav", "flac"])
+def test_encode_clip_rounds_to_the_nearest_24_bit_level_and_counts_clipping(clip_format):
+    step = 2.0**-23
+    x = np.array([0.0, 0.4 * step, 0.6 * step, -0.6 * step, 1000.4 * step, 0.999, 1.5, -1.0, -1.2],
+                 dtype=np.float32)
+    data, clipped = encode_clip(x, 8000, clip_format)
+    got, rate = sf.read(io.BytesIO(data), dtype="int32")
+    assert rate == 8000 and clipped == 2  # 1.5 and -1.2; -1.0 is representable
+    levels = got // 256
+    assert levels[:5].tolist() == [0, 0, 1, -1, 1000]
+    assert levels[6] == 2**23 - 1 and levels[7] == levels[8] == -(2**23)
+    assert abs(levels[5] * step - float(x[5])) <= step / 2
 
 
 def test_short_track_is_zero_padded(clipped):
@@ -171,6 +208,8 @@ def test_bad_arguments_and_missing_manifest(tmp_path):
         clip_shard(str(tmp_path), str(tmp_path / "o"), [], 5.0)
     with pytest.raises(ValueError):
         clip_shard(str(tmp_path), str(tmp_path / "o"), [24000], 5.0, min_seconds=6.0)
+    with pytest.raises(ValueError, match="clip_format"):
+        clip_shard(str(tmp_path), str(tmp_path / "o"), [24000], 5.0, clip_format="mp3")
     with pytest.raises(FileNotFoundError, match="manifest"):
         clip_shard(str(tmp_path), str(tmp_path / "o"), [24000], 5.0)
 

@@ -32,7 +32,7 @@ def data_stages(corpus_size: int, shard_size: int) -> Dataset:
         raw = download(shard=shard)
         clipped = clip(
             raw=raw.outputs["raw"], families=["muq", "music2latent"], profile="demo",
-            clip_seconds=4.0, max_clips_per_track=1,
+            clip_seconds=4.0, max_clips_per_track=1, clip_format="flac",
         )
         embedded = embed_audio(clips=clipped.outputs["clips"], families=["music2latent"], profile="demo")
     index = merge_shards(

@@ -11,9 +11,11 @@ def clip(
     profile: str,
     clip_seconds: float,
     max_clips_per_track: int,
+    clip_format: str,
     clips: Output[Dataset],
 ):
-    """Cut mono fixed-length clips at every sample rate the chosen families need."""
+    """Cut mono fixed-length clips at every sample rate the chosen families need
+    (clip_format: wav, fast to decode, or flac, smaller)."""
     from musictext.config import load_family_config
     from musictext.data.clip import clip_shard
     from musictext.logs import setup_logging
@@ -21,5 +23,6 @@ def clip(
     setup_logging()
     rates = sorted({load_family_config(f, profile).audio.sample_rate for f in families})
     clips.metadata.update(
-        clip_shard(raw.path, clips.path, rates, clip_seconds, max_clips_per_track=max_clips_per_track)
+        clip_shard(raw.path, clips.path, rates, clip_seconds, max_clips_per_track=max_clips_per_track,
+                   clip_format=clip_format)
     )

@@ -40,6 +40,8 @@ def add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--corpus-size", type=int, help="clips per source (synthetic: 400)")
     g.add_argument("--shard-size", type=int, help="tracks per download/clip shard")
     g.add_argument("--clip-seconds", type=float, help="fixed clip length (s)")
+    g.add_argument("--clip-format", choices=["wav", "flac"],
+                   help="clip files: wav (default, fast to decode) or flac (smaller)")
     g.add_argument("--families", type=_families, help=f"subset of {','.join(FAMILIES)}")
     g.add_argument("--profile", help="config profile: demo or production")
     g.add_argument("--epochs-stage1", type=int, help="override stage-1 epochs")
@@ -53,6 +55,7 @@ PARAM_NAMES = {
     "corpus_size": "corpus_size",
     "shard_size": "shard_size",
     "clip_seconds": "clip_seconds",
+    "clip_format": "clip_format",
     "families": "families",
     "profile": "profile",
     "epochs_stage1": "epochs_stage1",

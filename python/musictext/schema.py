@@ -3,7 +3,7 @@
 Every KFP Dataset/Model artifact is a directory (its ``.path`` locally, its ``.uri`` in a bucket):
 
 - raw shard (download):   manifest.jsonl (TRACK rows) + audio/<file> + rejected.jsonl
-- clips shard (clip):     clips.parquet (CLIP_SCHEMA) + audio/<rate>/<clip_id>.flac + rejected.jsonl
+- clips shard (clip):     clips.parquet (CLIP_SCHEMA) + audio/<rate>/<clip_id>.<wav|flac> + rejected.jsonl
 - targets (embed_audio):  targets.parquet (target_schema) + meta.json + rejected.jsonl
 - text (prepare_text):    text.parquet (TEXT_SCHEMA) + meta.json + rejected.jsonl
 """

@@ -35,9 +35,10 @@ def check_waveform(item: str, mono: torch.Tensor) -> None:
     """Raise ItemError for audio the sidecar would turn into a meaningless vector."""
     if mono.numel() == 0 or mono.shape[-1] == 0:
         raise ItemError(item, "zero-length audio")
-    peak = float(mono.abs().max())  # one pass: max() propagates NaN, inf stays inf
-    if not math.isfinite(peak):
+    low, high = (float(v) for v in torch.aminmax(mono))  # one pass, no copy
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ItemError(item, "audio holds NaN or infinite samples")
+    peak = max(-low, high)
     if peak < SILENCE_PEAK:
         raise ItemError(item, f"all-silent audio (peak {peak:.1e})")
 

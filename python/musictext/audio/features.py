@@ -90,6 +90,8 @@ def to_mono(waveform: torch.Tensor) -> torch.Tensor:
     if waveform.dim() == 1:
         return waveform.to(torch.float32)
     if waveform.dim() == 2:
+        if waveform.shape[0] == 1:  # the mean of one channel is that channel, without a pass
+            return waveform[0].to(torch.float32)
         return waveform.to(torch.float32).mean(dim=0)
     raise ValueError(f"expected a waveform [samples] or [channels, samples], got {tuple(waveform.shape)}")
 

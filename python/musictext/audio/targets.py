@@ -8,10 +8,13 @@ complete, so a re-run with the same config and inputs skips the work.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import posixpath
+import threading
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "embed_audio"
 ROW_GROUP = 256
+DECODE_NICENESS = 10
 
 
 @dataclass
@@ -118,9 +122,21 @@ def list_clips(clips_dirs: list[str], sample_rate: int, rejects: Rejections) -> 
     return refs
 
 
+def _yield_to_model() -> None:
+    """Run this decode thread at a lower CPU priority than the model.
+
+    Where decoding and the model share cores (a CPU host), a preempted model thread stalls a
+    whole OpenMP region; at a lower priority decoding fills the cores the model leaves idle
+    instead. With spare cores (a GPU node) it changes nothing.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
+
+
 def _decoded(refs: list[ClipRef], rate: int, workers: int, lookahead: int) -> Iterator:
     """(ref, waveform or ItemError) in input order; decoding runs ``lookahead`` clips ahead."""
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode",
+                            initializer=_yield_to_model) as pool:
         queue: deque[tuple[ClipRef, Future]] = deque()
         it = iter(refs)
         for ref in it:
