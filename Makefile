@@ -36,8 +36,15 @@ demo: venv
 test: venv lint
 	$(PY) -m pytest -m "not slow" -q $(ARGS)
 
-test-all: venv lint
+# Slow tests too, and the real MuQ-MuLan tests in their own environment (muq needs transformers<5).
+MUQ_VENV := .venv-muq
+$(MUQ_VENV)/.installed: tools/muq-test-env.sh requirements/audio.txt $(CONSTRAINTS)
+	PYTHON=$(PYTHON) tools/muq-test-env.sh $(MUQ_VENV)
+	@touch $@
+
+test-all: venv lint $(MUQ_VENV)/.installed
 	$(PY) -m pytest -q $(ARGS)
+	PYTHONPATH=python $(MUQ_VENV)/bin/python -m pytest -q tests/test_muq_mulan.py
 
 # Pyflakes-class errors only (undefined names, unused imports/variables): real bugs, not style.
 lint: venv

@@ -172,7 +172,8 @@ def test_mert_loads_from_a_bucket(gcs, tmp_path, monkeypatch):
     # The mirror holds exactly the saved files, and a second resolve never touches the bucket.
     local = hub.mirror_remote(remote)
     key = hashlib.sha256(remote.encode()).hexdigest()[:16]
-    assert local == tmp_path / "cache" / "mirror" / key and (local / ".complete").exists()
+    assert local == tmp_path / "cache" / "mirror" / key / "mert"  # keeps the bucket directory's name
+    assert (local.parent / ".complete").read_text() == str(local)
     assert sorted(p.name for p in local.iterdir() if p.name != ".complete") == sorted(
         p.name for p in saved.iterdir()
     )

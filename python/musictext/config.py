@@ -31,6 +31,10 @@ class AudioConfig(_Strict):
     kind: Literal["muq_mulan", "mert", "music2latent"]
     # Hub id, local directory or bucket URI (gs://, s3://) of the real checkpoint.
     model: str
+    # MuQ-MuLan only: where its towers live ({audio_model: .., text_model: ..}; hub id, directory
+    # or bucket URI). Its config.json names hub ids that it loads before its own checkpoint
+    # replaces their weights, so a cluster without internet mirrors those two as well.
+    towers: dict[str, str] = Field(default_factory=dict)
     # Demo/tests: build a small random-init model of the real architecture instead of loading.
     random_init: bool = False
     # Architecture overrides for the random-init model (e.g. fewer layers); ignored when loading.
@@ -60,6 +64,10 @@ class AudioConfig(_Strict):
         missing = [name for name in need if getattr(self, name) is None]
         if missing:
             raise ValueError(f"audio config of kind {self.kind!r} needs {missing}")
+        allowed = {"audio_model", "text_model"} if self.kind == "muq_mulan" else set()
+        unknown = sorted(set(self.towers) - allowed)
+        if unknown:
+            raise ValueError(f"audio.towers of kind {self.kind!r} may name {sorted(allowed)}, not {unknown}")
         return self
 
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import posixpath
 from pathlib import Path
 
 from musictext import storage
@@ -29,22 +30,28 @@ def is_remote(ref: str) -> bool:
 
 
 def mirror_remote(uri: str) -> Path:
-    """Copy a bucket directory (or file) once into the local cache; return the local path."""
+    """Copy a bucket directory (or file) once into the local cache; return the local path.
+
+    A directory keeps its bucket name (``mirror/<hash>/<name>``): some loaders choose a class
+    by the name of the directory they are given (MuQ-MuLan's towers do).
+    """
     key = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    local = cache_dir() / "mirror" / key
-    done = local / ".complete"
+    root = cache_dir() / "mirror" / key
+    done = root / ".complete"  # written last; holds the local path (empty: an older cache's root)
     if done.exists():
-        return local
+        return Path(done.read_text() or root)
     fs, path = storage.fs_for(uri)
     if not fs.exists(path):
         raise FileNotFoundError(f"model location {uri} does not exist")
-    log.info("mirroring %s -> %s", uri, local)
-    local.mkdir(parents=True, exist_ok=True)
+    log.info("mirroring %s -> %s", uri, root)
+    root.mkdir(parents=True, exist_ok=True)
     if fs.isdir(path):
+        local = root / (posixpath.basename(path.rstrip("/")) or "model")
         fs.get(path.rstrip("/") + "/", str(local), recursive=True)
     else:
-        fs.get(path, str(local / Path(path).name))
-    done.touch()
+        local = root
+        fs.get(path, str(root / posixpath.basename(path)))
+    done.write_text(str(local))
     return local
 
 

@@ -7,6 +7,7 @@ preprocessor (MERT's feature extractor) and the sample rate the model consumes.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -63,10 +64,47 @@ def _load_muq(cfg: AudioConfig, device: torch.device) -> Loaded:
             "MuQ-MuLan needs the `muq` package (transformers<5, torchaudio, x_clip); run this step "
             "in the audio image built from requirements/audio.txt"
         ) from err
-    model = MuQMuLan.from_pretrained(resolve_pretrained(cfg.model))
-    model = model.to(device).eval()
+    where = resolve_pretrained(cfg.model)
+    config = muq_mulan_config(where, cfg.towers)
+    # Building MuQ reseeds torch's global RNG (its random quantizer); keep that local.
+    with torch.random.fork_rng(devices=[]):
+        model = MuQMuLan.from_pretrained(where, **({"config": config} if config else {}))
+    model = model.to(device).eval()  # from_pretrained leaves safetensors models in train mode
     sr = int(getattr(model, "sr", cfg.sample_rate))
     return Loaded(model, None, sr)
+
+
+# muq chooses each tower's class from its name: "muq" (any case) for the audio tower,
+# "xlm-roberta" for the text tower.
+MUQ_TOWER_NAMES = {"audio_model": ("muq", str.lower), "text_model": ("xlm-roberta", str)}
+
+
+def muq_mulan_config(model_dir: str, towers: dict[str, str]) -> dict | None:
+    """The checkpoint's config.json with its towers moved to ``towers`` (resolved to local
+    directories), or None when no tower is moved.
+
+    MuQMuLan.from_pretrained first builds both towers from the names in its config (hub ids:
+    a download) and only then loads its own weights over them, so offline both must be local.
+    """
+    if not towers:
+        return None
+    config_path = Path(model_dir) / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"audio.towers needs the MuQ-MuLan checkpoint as a directory or bucket URI with a "
+            f"config.json; {model_dir} has none"
+        )
+    config = json.loads(config_path.read_text())
+    for key, ref in towers.items():
+        where = resolve_pretrained(ref)
+        needle, fold = MUQ_TOWER_NAMES[key]
+        if needle not in fold(where):
+            raise ValueError(
+                f"audio.towers.{key}: muq picks this tower's class by name, so its location must "
+                f"contain {needle!r}; {ref} resolves to {where}"
+            )
+        config[key]["name"] = where
+    return config
 
 
 # ---------------------------------------------------------------- MERT

@@ -52,8 +52,9 @@ class ClipRef:
 def config_fingerprint(cfg: FamilyConfig, clips_dirs: list[str]) -> str:
     """Everything that changes the numbers: the audio config and the input locations."""
     payload = {"audio": cfg.audio.model_dump(mode="json"), "inputs": list(clips_dirs)}
-    # Throughput knobs do not change targets beyond float noise; keep them out of the key.
-    for knob in ("batch_windows", "decode_workers"):
+    # Throughput knobs do not change targets beyond float noise, and the MuQ-MuLan checkpoint
+    # replaces its towers' weights wherever they were loaded from; keep them out of the key.
+    for knob in ("batch_windows", "decode_workers", "towers"):
         payload["audio"].pop(knob, None)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
