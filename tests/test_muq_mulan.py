@@ -99,8 +99,8 @@ def mirrored(tmp_path_factory):
     return dirs["model"], {key: str(mirror / dirs[key].name) for key in ("audio_model", "text_model")}
 
 
-def _cfg(model: Path, towers: dict):
-    return load_family_config("muq", "production", {"audio": {"model": str(model), "towers": towers}})
+def _cfg(model: Path, towers: dict, **audio):
+    return load_family_config("muq", "production", {"audio": {"model": str(model), "towers": towers, **audio}})
 
 
 @pytest.mark.slow
@@ -132,6 +132,9 @@ def test_real_muq_mulan_loads_offline_from_moved_towers(mirrored, monkeypatch):
             torch.testing.assert_close(vec, enrich(latents), atol=1e-5, rtol=0)
     assert len(cut_windows(tracks[1], 120 * 24000, 15 * 24000)) == 2  # 133 s: 0-120 and 13-133
     torch.testing.assert_close(emb.embed_audio_tensor(tracks[0], 24000), got[0], atol=1e-5, rtol=0)
+    # 36 clips in one tower call (production) or in calls of 5: the same vectors
+    by_five = build_embedder(_cfg(model_dir, towers, clips_per_call=5).audio, device="cpu")
+    torch.testing.assert_close(by_five.embed_prepared(tracks), got, atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow

@@ -50,6 +50,9 @@ class AudioConfig(_Strict):
     latent_channels: int | None = None  # music2latent: 64
     # Throughput knobs; targets are always reduced and enriched in float32.
     batch_windows: int = 8
+    # MuQ-MuLan: 10 s clips per audio-tower call (the sidecar's serial mode is 1; larger calls
+    # keep a GPU busy, but on a CPU the spectrograms of many clips at once cost more than they save).
+    clips_per_call: int = 12
     autocast: Literal["none", "bf16", "fp16"] = "none"
     storage_dtype: Literal["float32", "float16"] = "float32"
     decode_workers: int = 2

@@ -54,7 +54,7 @@ def config_fingerprint(cfg: FamilyConfig, clips_dirs: list[str]) -> str:
     payload = {"audio": cfg.audio.model_dump(mode="json"), "inputs": list(clips_dirs)}
     # Throughput knobs do not change targets beyond float noise, and the MuQ-MuLan checkpoint
     # replaces its towers' weights wherever they were loaded from; keep them out of the key.
-    for knob in ("batch_windows", "decode_workers", "towers"):
+    for knob in ("batch_windows", "clips_per_call", "decode_workers", "towers"):
         payload["audio"].pop(knob, None)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
