@@ -12,8 +12,9 @@ For each family (demo profile, small random-init models, on this CPU):
   model rate);
 - ratio = e2e / forward (goal >= 0.8 on CPU, for the pipeline's path: "native").
 With CUDA, the same at the real model sizes (random weights) with autocast (goal >= 0.9):
-MERT as a 24-layer/1024 HubertModel, Music2Latent as the real UNet; MuQ-MuLan cannot be built
-offline, so its stand-in keeps MuLan's 512-D output only.
+MERT as a 24-layer/1024 HubertModel, Music2Latent as the real UNet. MuQ-MuLan runs as its
+stand-in (MuLan's 512-D output only): the real class needs the muq environment, where
+tests/test_muq_mulan.py runs it at a tiny size.
 Results: a table on stdout and build/bench/audio.json.
 """
 
