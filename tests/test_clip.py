@@ -123,36 +123,45 @@ def test_clip_audio_is_the_direct_resample_of_the_mono_mix(clipped, raw_shard):
     for ref in rows["stereo#1"]["audio"]:
         got, _ = sf.read(str(out / ref["path"]), dtype="float32")
         want = resample(second, rate, ref["sample_rate"]).numpy()
-        assert np.abs(got - want).max() < 1e-6  # 24-bit storage is float32-exact here
+        assert np.abs(got - want).max() < 1e-6  # float WAV: the resampler output (up to mono-mix rounding)
 
 
-def test_flac_clips_hold_the_same_samples_as_the_default_wav(clipped, raw_shard, tmp_path):
+def test_flac_clips_hold_the_default_float_wav_samples_rounded_to_24_bits(clipped, raw_shard, tmp_path):
     out, summary, rows, _ = clipped
-    assert summary["clip_format"] == "wav"
+    assert summary["clip_format"] == "wav" and summary["clipped_samples"] == 0
     flac = clip_shard(str(raw_shard[0]), str(tmp_path / "flac"), RATES, CLIP_S, max_clips_per_track=2,
                       min_seconds=1.0, clip_format="flac")
     assert flac["clip_format"] == "flac" and flac["clips"] == summary["clips"]
     table = storage.read_parquet(str(tmp_path / "flac" / schema.CLIPS))
     for row in table.to_pylist():
         for ref, wav_ref in zip(row["audio"], rows[row["clip_id"]]["audio"]):
-            assert ref["path"].endswith(".flac") and sf.info(str(tmp_path / "flac" / ref["path"])).format == "FLAC"
-            got, _ = sf.read(str(tmp_path / "flac" / ref["path"]), dtype="int32")
-            want, _ = sf.read(str(out / wav_ref["path"]), dtype="int32")
-            assert np.array_equal(got, want), (row["clip_id"], ref["sample_rate"])
+            info = sf.info(str(tmp_path / "flac" / ref["path"]))
+            assert ref["path"].endswith(".flac") and (info.format, info.subtype) == ("FLAC", "PCM_24")
+            assert sf.info(str(out / wav_ref["path"])).subtype == "FLOAT"
+            got, _ = sf.read(str(tmp_path / "flac" / ref["path"]), dtype="float64")
+            want, _ = sf.read(str(out / wav_ref["path"]), dtype="float64")
+            np.testing.assert_array_equal(got * 2**23, np.round(got * 2**23))
+            assert np.abs(got - np.clip(want, -1, 1 - 2**-23)).max() <= 2**-24, (row["clip_id"], ref["sample_rate"])
 
 
-@pytest.mark.parametrize("clip_format", ["wav", "flac"])
-def test_encode_clip_rounds_to_the_nearest_24_bit_level_and_counts_clipping(clip_format):
+def test_encode_clip_flac_rounds_to_the_nearest_24_bit_level_and_counts_clipping():
     step = 2.0**-23
     x = np.array([0.0, 0.4 * step, 0.6 * step, -0.6 * step, 1000.4 * step, 0.999, 1.5, -1.0, -1.2],
                  dtype=np.float32)
-    data, clipped = encode_clip(x, 8000, clip_format)
+    data, clipped = encode_clip(x, 8000, "flac")
     got, rate = sf.read(io.BytesIO(data), dtype="int32")
     assert rate == 8000 and clipped == 2  # 1.5 and -1.2; -1.0 is representable
     levels = got // 256
     assert levels[:5].tolist() == [0, 0, 1, -1, 1000]
     assert levels[6] == 2**23 - 1 and levels[7] == levels[8] == -(2**23)
     assert abs(levels[5] * step - float(x[5])) <= step / 2
+
+
+def test_encode_clip_wav_keeps_every_float_sample():
+    x = np.array([0.0, 1e-9, -0.3, 0.999, 1.5, -1.2], dtype=np.float32)
+    data, clipped = encode_clip(x, 8000)
+    got, rate = sf.read(io.BytesIO(data), dtype="float32")
+    assert rate == 8000 and clipped == 0 and np.array_equal(got, x)
 
 
 def test_short_track_is_zero_padded(clipped):

@@ -6,10 +6,10 @@ For each family (demo profile, small random-init models, on this CPU):
 - forward: ``embed_prepared`` on pre-decoded mono tensors at the model rate (model + windows +
   enrichment, no I/O) -> clips/s;
 - e2e: ``embed_clips`` on a clip shard on disk (decode + resample in the worker pool, batching,
-  parquet writing) -> clips/s, with the files as the clip stage writes them by default (24-bit
+  parquet writing) -> clips/s, with the files as the clip stage writes them by default (float
   WAV at the model rate: "native"), as 24-bit FLAC at the model rate ("flac", the clip stage's
-  smaller option) and as WAV at 48 kHz ("resample": the fallback for clips not rendered at the
-  model rate);
+  smaller option) and as float WAV at 48 kHz ("resample": the fallback for clips not rendered
+  at the model rate);
 - ratio = e2e / forward (goal >= 0.8 on CPU, for the pipeline's path: "native").
 With CUDA, the same at the real model sizes (random weights) with autocast (goal >= 0.9):
 MERT as a 24-layer/1024 HubertModel, Music2Latent as the real UNet. MuQ-MuLan runs as its
