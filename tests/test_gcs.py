@@ -173,7 +173,7 @@ def test_mert_loads_from_a_bucket(gcs, tmp_path, monkeypatch):
     local = hub.mirror_remote(remote)
     key = hashlib.sha256(remote.encode()).hexdigest()[:16]
     assert local == tmp_path / "cache" / "mirror" / key / "mert"  # keeps the bucket directory's name
-    assert (local.parent / ".complete").read_text() == str(local)
+    assert (local.parent / ".complete").read_text() == "mert"
     assert sorted(p.name for p in local.iterdir() if p.name != ".complete") == sorted(
         p.name for p in saved.iterdir()
     )

@@ -137,3 +137,20 @@ def test_default_image_restored_after_override(tmp_path, monkeypatch):
     spec = next(yaml.safe_load_all(out.read_text()))
     images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
     assert images == {default_image(), default_audio_image()}
+
+
+def test_clip_format_choices_match_the_clip_stage():
+    """The CLI, the pipeline default and the clip stage name the same clip formats."""
+    import argparse
+    import inspect
+
+    from musictext.cli import add_pipeline_args
+    from musictext.data.clip import CLIP_FORMATS, DEFAULT_CLIP_FORMAT
+    from pipelines.musictext_pipeline import musictext_pipeline
+
+    parser = argparse.ArgumentParser()
+    add_pipeline_args(parser)
+    action = next(a for a in parser._actions if a.dest == "clip_format")
+    assert sorted(action.choices) == sorted(CLIP_FORMATS)
+    default = inspect.signature(musictext_pipeline.pipeline_func).parameters["clip_format"].default
+    assert default == DEFAULT_CLIP_FORMAT

@@ -37,22 +37,22 @@ def mirror_remote(uri: str) -> Path:
     """
     key = hashlib.sha256(uri.encode()).hexdigest()[:16]
     root = cache_dir() / "mirror" / key
-    done = root / ".complete"  # written last; holds the local path (empty: an older cache's root)
+    done = root / ".complete"  # written last; holds the copy's path under root ("" for a file)
     if done.exists():
-        return Path(done.read_text() or root)
+        return root / done.read_text()
     fs, path = storage.fs_for(uri)
     if not fs.exists(path):
         raise FileNotFoundError(f"model location {uri} does not exist")
     log.info("mirroring %s -> %s", uri, root)
     root.mkdir(parents=True, exist_ok=True)
+    name = ""
     if fs.isdir(path):
-        local = root / (posixpath.basename(path.rstrip("/")) or "model")
-        fs.get(path.rstrip("/") + "/", str(local), recursive=True)
+        name = posixpath.basename(path.rstrip("/")) or "model"
+        fs.get(path.rstrip("/") + "/", str(root / name), recursive=True)
     else:
-        local = root
         fs.get(path, str(root / posixpath.basename(path)))
-    done.write_text(str(local))
-    return local
+    done.write_text(name)
+    return root / name
 
 
 def resolve_pretrained(ref: str) -> str:

@@ -148,9 +148,7 @@ def cut_windows(
 def encode_clip(audio: np.ndarray, rate: int, clip_format: str = DEFAULT_CLIP_FORMAT) -> tuple[bytes, int]:
     """File bytes of a float clip, and how many samples had to be clipped to fit (24-bit only)."""
     container, subtype = CLIP_FORMATS[clip_format]
-    data, clipped = np.asarray(audio, dtype=np.float32), 0
-    if subtype == "PCM_24":
-        data, clipped = _pcm24(audio)
+    data, clipped = _pcm24(audio) if subtype == "PCM_24" else (np.asarray(audio, dtype=np.float32), 0)
     buf = io.BytesIO()
     sf.write(buf, data, rate, format=container, subtype=subtype)
     return buf.getvalue(), clipped
