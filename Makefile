@@ -46,12 +46,14 @@ test-all: venv lint $(MUQ_VENV)/.installed
 	$(PY) -m pytest -q $(ARGS)
 	PYTHONPATH=python $(MUQ_VENV)/bin/python -m pytest -q tests/test_muq_mulan.py
 
-# Pyflakes-class errors only (undefined names, unused imports/variables): real bugs, not style.
+# Pyflakes-class errors only (undefined names, unused imports/variables): real bugs, not style;
+# then the import contracts in pyproject.toml (library free of Kubeflow, stages apart, in order).
 lint: venv
 	$(VENV)/bin/ruff check --select F python components pipelines tests
+	$(VENV)/bin/lint-imports
 
 bench: venv
-	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+	@for b in tests/bench/bench_*.py; do m=$${b%.py}; echo "== $$b"; $(PY) -m $${m//\//.}; done
 
 compile: venv
 	$(VENV)/bin/musictext compile --output build/musictext.yaml $(ARGS)

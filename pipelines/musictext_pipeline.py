@@ -8,37 +8,31 @@ cluster. Defaults are the laptop demo's; ``musictext compile`` swaps in cluster 
 from kfp import dsl, kubernetes
 from kfp.dsl import Dataset
 
-from musictext.paths import ensure_repo_on_path
+from musictext.cluster import DEFAULT_GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATION
 
-ensure_repo_on_path()  # also lets `kfp dsl compile --py pipelines/musictext_pipeline.py` work
-
-from components import IMAGE  # noqa: E402
-from components.clip import clip  # noqa: E402
-from components.download import download  # noqa: E402
-from components.embed_audio import embed_audio  # noqa: E402
-from components.evaluate import evaluate  # noqa: E402
-from components.export import export  # noqa: E402
-from components.gather_targets import gather_targets  # noqa: E402
-from components.list_sources import list_sources  # noqa: E402
-from components.merge_shards import merge_shards  # noqa: E402
-from components.prepare_text import prepare_text  # noqa: E402
-from components.report import report  # noqa: E402
-from components.train import train  # noqa: E402
+from musictext_kfp.components.clip import clip
+from musictext_kfp.components.download import download
+from musictext_kfp.components.embed_audio import embed_audio
+from musictext_kfp.components.evaluate import evaluate
+from musictext_kfp.components.export import export
+from musictext_kfp.components.gather_targets import gather_targets
+from musictext_kfp.components.list_sources import list_sources
+from musictext_kfp.components.merge_shards import merge_shards
+from musictext_kfp.components.prepare_text import prepare_text
+from musictext_kfp.components.report import report
+from musictext_kfp.components.train import train
+from musictext_kfp.images import IMAGE
 
 PIPELINE_NAME = "musictext"
-GPU_RESOURCE = "nvidia.com/gpu"
 # KFP needs the fan-out width at compile time; downloads are I/O bound, so a fixed 8 at once.
 DOWNLOAD_PARALLELISM = 8
-# Label set by NVIDIA GPU feature discovery on GPU nodes; override per cluster (e.g. GKE's
-# {"cloud.google.com/gke-accelerator": "nvidia-l4"}).
-DEFAULT_GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
 
 
 def on_gpu_pool(task: dsl.PipelineTask, node_selector) -> dsl.PipelineTask:
     """Pin a task to the GPU node pool: accelerator request, node selector, GPU taint toleration."""
     task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(1)
     kubernetes.add_node_selector_json(task, node_selector)
-    kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+    kubernetes.add_toleration(task, **GPU_TOLERATION)
     return task
 
 

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from musictext import schema
-from musictext.data.clip import DEFAULT_CLIP_FORMAT, encode_clip
+from musictext import layout, schema
+from musictext.clip.cut import DEFAULT_CLIP_FORMAT, encode_clip
 
 
 def tone(f0: float, sr: int, secs: float, amp: float = 0.3, harmonics: int = 6, bpm: float = 120.0) -> np.ndarray:
@@ -62,5 +62,5 @@ def make_clip_shard(shard_dir: str | Path, clips: list[dict]) -> Path:
             }
         )
     shard.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema.CLIP_SCHEMA), shard / schema.CLIPS)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema.CLIP_SCHEMA), shard / layout.CLIPS)
     return shard

@@ -13,9 +13,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from musictext import schema, storage
+from musictext import layout, schema, storage
 from musictext.audio import build_embedder, prepare_waveform
-from musictext.audio.targets import embed_clips
+from musictext.embed.targets import embed_clips
 from musictext.config import load_family_config
 from musictext.rejects import read_rejections
 
@@ -63,7 +63,7 @@ def test_embed_clips_end_to_end(shards):
     out = str(tmp / "targets")
     meta = embed_clips(dirs, out, cfg)
     assert meta["skipped"] is False and meta["n"] == 6 and meta["n_rejected"] == 6
-    disk_meta = storage.read_json(os.path.join(out, schema.META))
+    disk_meta = storage.read_json(os.path.join(out, layout.META))
     for key, value in {
         "family": "muq", "kind": "muq_mulan", "target_dim": cfg.audio.target_dim,
         "window_dim": cfg.audio.window_dim, "sample_rate": 24000, "model": cfg.audio.model,
@@ -71,7 +71,7 @@ def test_embed_clips_end_to_end(shards):
     }.items():
         assert disk_meta[key] == value, key
 
-    table = pq.read_table(os.path.join(out, schema.TARGETS))
+    table = pq.read_table(os.path.join(out, layout.TARGETS))
     assert table.schema.equals(schema.target_schema(cfg.audio.target_dim, "float32"))
     ids = table.column("clip_id").to_pylist()
     assert ids == ["a0#0", "a1#0", "a2#0", "a3#0", "b0#0", "b1#0"]
@@ -102,17 +102,17 @@ def test_embed_clips_is_idempotent_and_config_sensitive(shards):
     dirs, tmp = shards
     out = str(tmp / "targets")
     first = embed_clips(dirs, out, fast_cfg())
-    stamp = os.stat(os.path.join(out, schema.TARGETS)).st_mtime_ns
+    stamp = os.stat(os.path.join(out, layout.TARGETS)).st_mtime_ns
     again = embed_clips(dirs, out, fast_cfg(batch_windows=2))  # throughput knob only
     assert again["skipped"] is True and again["n"] == first["n"]
-    assert os.stat(os.path.join(out, schema.TARGETS)).st_mtime_ns == stamp
+    assert os.stat(os.path.join(out, layout.TARGETS)).st_mtime_ns == stamp
     half = embed_clips(dirs, out, fast_cfg(storage_dtype="float16"))  # changes the output
     assert half["skipped"] is False
-    table = pq.read_table(os.path.join(out, schema.TARGETS))
+    table = pq.read_table(os.path.join(out, layout.TARGETS))
     assert table.schema.field("target").type.value_type == pa.float16()
-    assert not any(name.startswith(schema.TARGETS + ".tmp") for name in os.listdir(out))
+    assert not any(name.startswith(layout.TARGETS + ".tmp") for name in os.listdir(out))
     # A damaged output (meta says n=6 but the table is gone) is redone, not trusted.
-    os.remove(os.path.join(out, schema.TARGETS))
+    os.remove(os.path.join(out, layout.TARGETS))
     redo = embed_clips(dirs, out, fast_cfg(storage_dtype="float16"))
     assert redo["skipped"] is False and redo["n"] == 6
 
@@ -143,7 +143,7 @@ def test_resampled_fallback_matches_prepare_waveform(tmp_path):
     make_clip_shard(tmp_path / "s", [{"clip_id": "r#0", "audio": {48000: x}}])
     cfg = fast_cfg()
     embed_clips([str(tmp_path / "s")], str(tmp_path / "o"), cfg)
-    got = pq.read_table(tmp_path / "o" / schema.TARGETS).column("target").to_pylist()[0]
+    got = pq.read_table(tmp_path / "o" / layout.TARGETS).column("target").to_pylist()[0]
     decoded, rate = sf.read(tmp_path / "s/audio/48000/r_0.wav", dtype="float32")
     emb = build_embedder(cfg.audio, device="cpu")
     want = emb.embed_prepared([prepare_waveform(torch.from_numpy(decoded), rate, 24000)])[0]

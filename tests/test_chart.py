@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from musictext.config import config_dir
+
 from tests.k8s_schemas import validate_object
 from tests.test_manifests import MANIFESTS, load_docs
 
@@ -269,19 +271,19 @@ def test_register_script_creates_or_versions(helm, tmp_path, lookup_exit, expect
 
 # -- the config ConfigMap ---------------------------------------------------------------------------
 def test_chart_configs_are_byte_copies_of_configs():
-    repo_configs = {p.name: p.read_bytes() for p in (REPO / "configs").glob("*.yaml")}
+    repo_configs = {p.name: p.read_bytes() for p in config_dir().glob("*.yaml")}
     chart_configs = {p.name: p.read_bytes() for p in (CHART / "files" / "configs").glob("*.yaml")}
-    assert repo_configs, "configs/*.yaml missing"
+    assert repo_configs, "musictext/configs/*.yaml missing"
     stale = sorted(n for n in repo_configs.keys() | chart_configs.keys()
                    if repo_configs.get(n) != chart_configs.get(n))
-    assert not stale, f"charts/musictext/files/configs/ differs for {stale}: cp configs/*.yaml charts/musictext/files/configs/"
+    assert not stale, f"charts/musictext/files/configs/ differs for {stale}: cp python/musictext/configs/*.yaml charts/musictext/files/configs/"
 
 
 def test_configmap_carries_configs_and_defaults(helm, gpu_values):
     cm = one(render(helm, "-f", str(gpu_values)), "ConfigMap", "-config")
     data = cm["data"]
     for family in GPU_VALUES["families"]:
-        assert data[f"{family}.yaml"] == (REPO / "configs" / f"{family}.yaml").read_text()
+        assert data[f"{family}.yaml"] == (config_dir() / f"{family}.yaml").read_text()
     assert "music2latent.yaml" not in data, "only the listed families"
     defaults = yaml.safe_load(data["defaults.yaml"])
     assert defaults["pipelineRoot"] == "gs://acme-ml/musictext"

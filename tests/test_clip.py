@@ -12,14 +12,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from musictext import schema, storage
+from musictext import layout, schema, storage
 from musictext.audio.resample import resample
-from musictext.data.clip import (
+from musictext.clip.cut import (
     clip_file_name,
     clip_shard,
-    cut_windows,
+    cut_clips,
     encode_clip,
-    read_clips,
     resolve_audio,
 )
 from musictext.rejects import read_rejections
@@ -80,7 +79,7 @@ def raw_shard(tmp_path_factory):
     lines = [json.dumps(r) for r in rows]
     lines.insert(3, "{not json")
     lines.append(json.dumps({"track_id": "partial", "path": "audio/song.ogg"}))
-    (root / schema.MANIFEST).write_text("\n".join(lines) + "\n")
+    (root / layout.MANIFEST).write_text("\n".join(lines) + "\n")
     return root, audio
 
 
@@ -89,7 +88,7 @@ def clipped(raw_shard, tmp_path_factory):
     root, _ = raw_shard
     out = tmp_path_factory.mktemp("clips")
     summary = clip_shard(str(root), str(out), RATES, CLIP_S, max_clips_per_track=2, min_seconds=1.0)
-    table = storage.read_parquet(str(out / schema.CLIPS))
+    table = storage.read_parquet(str(out / layout.CLIPS))
     return out, summary, {r["clip_id"]: r for r in table.to_pylist()}, table
 
 
@@ -132,7 +131,7 @@ def test_flac_clips_hold_the_default_float_wav_samples_rounded_to_24_bits(clippe
     flac = clip_shard(str(raw_shard[0]), str(tmp_path / "flac"), RATES, CLIP_S, max_clips_per_track=2,
                       min_seconds=1.0, clip_format="flac")
     assert flac["clip_format"] == "flac" and flac["clips"] == summary["clips"]
-    table = storage.read_parquet(str(tmp_path / "flac" / schema.CLIPS))
+    table = storage.read_parquet(str(tmp_path / "flac" / layout.CLIPS))
     for row in table.to_pylist():
         for ref, wav_ref in zip(row["audio"], rows[row["clip_id"]]["audio"]):
             info = sf.info(str(tmp_path / "flac" / ref["path"]))
@@ -188,23 +187,23 @@ def test_every_bad_input_is_rejected_with_a_reason(clipped):
 def test_read_clips_concatenates_shards(clipped, tmp_path):
     out, _, rows, table = clipped
     other = tmp_path / "other"
-    storage.write_parquet(str(other / schema.CLIPS), table.slice(0, 2))
-    both = read_clips([str(out), str(other)])
+    storage.write_parquet(str(other / layout.CLIPS), table.slice(0, 2))
+    both = layout.read_clips([str(out), str(other)])
     assert both.num_rows == len(rows) + 2
     assert both.column("shard_dir").to_pylist() == [str(out)] * len(rows) + [str(other)] * 2
     first = both.slice(0, 1).to_pylist()[0]
     assert storage.exists(resolve_audio(first["shard_dir"], first["audio"][0]["path"]))
     with pytest.raises(ValueError):
-        read_clips([])
+        layout.read_clips([])
 
 
 def test_cut_windows_drops_short_tails_and_caps_the_count():
     mono = np.ones(65, np.float32)
-    wins = cut_windows(mono, 10, clip_seconds=2.0, max_clips=5, min_seconds=1.0)
+    wins = cut_clips(mono, 10, clip_seconds=2.0, max_clips=5, min_seconds=1.0)
     assert [(k, s, real) for k, s, _, real in wins] == [(0, 0, 20), (1, 20, 20), (2, 40, 20)]
-    wins = cut_windows(np.ones(75, np.float32), 10, 2.0, 5, 1.0)
+    wins = cut_clips(np.ones(75, np.float32), 10, 2.0, 5, 1.0)
     assert [real for *_, real in wins] == [20, 20, 20, 15] and wins[-1][2][15:].sum() == 0
-    assert len(cut_windows(np.ones(75, np.float32), 10, 2.0, 2, 1.0)) == 2
+    assert len(cut_clips(np.ones(75, np.float32), 10, 2.0, 2, 1.0)) == 2
 
 
 def test_clip_file_names_are_safe_and_distinct():
@@ -224,8 +223,8 @@ def test_bad_arguments_and_missing_manifest(tmp_path):
 
 
 def test_empty_shard_writes_an_empty_table(tmp_path):
-    (tmp_path / schema.MANIFEST).write_text("")
+    (tmp_path / layout.MANIFEST).write_text("")
     summary = clip_shard(str(tmp_path), str(tmp_path / "o"), [24000], 5.0)
-    table = storage.read_parquet(str(tmp_path / "o" / schema.CLIPS))
+    table = storage.read_parquet(str(tmp_path / "o" / layout.CLIPS))
     assert summary["clips"] == 0 and table.num_rows == 0 and table.schema.equals(schema.CLIP_SCHEMA)
     assert isinstance(table, pa.Table)

@@ -12,17 +12,13 @@ import pytest
 from kfp import dsl, local
 from kfp.dsl import Dataset
 
-from musictext import schema
-from musictext.paths import ensure_repo_on_path
-
-ensure_repo_on_path()
-
-from components.clip import clip  # noqa: E402
-from components.download import download  # noqa: E402
-from components.embed_audio import embed_audio  # noqa: E402
-from components.gather_targets import gather_targets  # noqa: E402
-from components.list_sources import list_sources  # noqa: E402
-from components.merge_shards import merge_shards  # noqa: E402
+from musictext import layout, schema
+from musictext_kfp.components.clip import clip
+from musictext_kfp.components.download import download
+from musictext_kfp.components.embed_audio import embed_audio
+from musictext_kfp.components.gather_targets import gather_targets
+from musictext_kfp.components.list_sources import list_sources
+from musictext_kfp.components.merge_shards import merge_shards
 
 
 @dsl.pipeline
@@ -65,7 +61,7 @@ def test_download_clip_embed_gather_chain(kfp_local):
     index_dir = next(Path(kfp_local).glob("data-stages-*/merge-shards/index"))
     index = json.loads((index_dir / "index.json").read_text())
     assert len(index["shards"]) == 2  # shards of 3 and 2 tracks
-    tables = [pq.read_table(Path(uri, schema.CLIPS)) for uri in index["shards"]]
+    tables = [pq.read_table(Path(uri, layout.CLIPS)) for uri in index["shards"]]
     assert all(t.schema.equals(schema.CLIP_SCHEMA) for t in tables)
     assert sum(t.num_rows for t in tables) == 5
     refs = tables[0].column("audio").to_pylist()[0]

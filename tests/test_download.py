@@ -8,10 +8,10 @@ import json
 import pytest
 import soundfile as sf
 
-from musictext import schema, storage
-from musictext.data import synthetic
-from musictext.data.download import download_shard
-from musictext.data.sources import available, list_shards, validate_shard
+from musictext import layout, schema, storage
+from musictext.ingest import synthetic
+from musictext.ingest.download import download_shard
+from musictext.ingest.registry import available, list_shards, validate_shard
 from musictext.rejects import ItemError, read_rejections
 
 
@@ -55,7 +55,7 @@ def test_bad_shard_spec_is_an_error(tmp_path):
 
 
 def _manifest(out_dir: str) -> list[dict]:
-    return list(storage.read_jsonl(storage.join(out_dir, schema.MANIFEST)))
+    return list(storage.read_jsonl(storage.join(out_dir, layout.MANIFEST)))
 
 
 def test_download_shard_writes_the_raw_layout(tmp_path):
@@ -73,7 +73,7 @@ def test_download_shard_writes_the_raw_layout(tmp_path):
         info = sf.info(str(tmp_path / "raw" / row["path"]))
         assert info.samplerate == 44100 and info.frames == round(spec.duration_s * 44100)
     assert read_rejections(out) == []
-    assert (tmp_path / "raw" / schema.REJECTED).exists()
+    assert (tmp_path / "raw" / layout.REJECTED).exists()
 
 
 def test_download_is_deterministic_and_works_on_fsspec_uris(tmp_path):

@@ -2,29 +2,23 @@
 
 import base64
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer
 
 from musictext.config import TextConfig
-from musictext.eval.evaluate import block_diagnostics, evaluate
-from musictext.eval.metrics import cosine_matrix, positive_ranks
-from musictext.eval.report import format_table, write_report
-from musictext.train.data import load_split
-from musictext.train.model import TextEmbedder
-from musictext.train.toy import write_tiny_base_model, write_toy_dataset
+from musictext.evaluate.retrieval import block_diagnostics, evaluate
+from musictext.metrics import cosine_matrix, positive_ranks
+from musictext.report.html import format_table, write_report
+from musictext.pairs import load_split
+from musictext.text_encoder import TextEmbedder
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    root = tmp_path_factory.mktemp("eval")
-    base = write_tiny_base_model(root / "base")
-    write_toy_dataset(str(root / "text"), str(root / "targets"), AutoTokenizer.from_pretrained(base),
-                      n_clips=60, block_dim=8, captions_per_clip=2)
+def setup(toy_dataset, tiny_base_model):
+    root, _ = toy_dataset(n_clips=60, block_dim=8, captions_per_clip=2)
+    base = tiny_base_model
     torch.manual_seed(0)
     TextEmbedder.from_base(TextConfig(base_model=base, hidden_dim=32), 24).save_pretrained(root / "model")
     return root

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from musictext.eval.metrics import chance_metrics, positive_ranks, retrieval_metrics
+from musictext.metrics import chance_metrics, positive_ranks, retrieval_metrics
 
 SIM = np.array([[0.9, 0.1, 0.3], [0.2, 0.5, 0.8], [0.4, 0.4, 0.1]])
 

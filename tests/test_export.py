@@ -1,6 +1,5 @@
 """Export in Navidrome's checkpoint format and rebuild the query model from the .pt alone."""
 
-import os
 import uuid
 
 import numpy as np
@@ -8,19 +7,17 @@ import pytest
 import torch
 
 from musictext.config import TextConfig, load_family_config
-from musictext.export import CONFIG_KEYS, export_family, load_exported
-from musictext.train.model import TextEmbedder
-from musictext.train.toy import write_tiny_base_model
+from musictext.export.navidrome import CONFIG_KEYS, export_family, load_exported
+from musictext.text_encoder import TextEmbedder
 
 BLOCK = 16
 TEXTS = ["a happy rock song with piano", "dark ambient drone", "Jazz trumpet, SAD mood"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def trained(tmp_path_factory, tiny_base_model):
     root = tmp_path_factory.mktemp("export")
-    base = write_tiny_base_model(root / "base")
+    base = tiny_base_model
     torch.manual_seed(3)
     model = TextEmbedder.from_base(TextConfig(base_model=base, hidden_dim=64), 3 * BLOCK)
     with torch.no_grad():  # make the tower differ from the base weights, as training would

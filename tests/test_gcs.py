@@ -250,16 +250,17 @@ def _clip_shard(path):
 
 
 def test_targets_embedded_gathered_and_read_from_a_bucket(gcs, tmp_path):
-    from musictext import schema, storage
-    from musictext.audio.targets import embed_clips, embed_shard
+    from musictext import layout, storage
+    from musictext.embed.targets import embed_clips, embed_shard
     from musictext.config import load_family_config
-    from musictext.shards import gather_targets, read_index, target_files, write_index
-    from musictext.train.data import read_targets
+    from musictext.embed.index import gather_targets, write_index
+    from musictext.layout import index_shards, target_files
+    from tests.toy import read_targets
 
     local_shard = _clip_shard(tmp_path / "clips0")
     gcs.put(str(local_shard), f"{BUCKET}/clips0", recursive=True)
     clips, targets = uri("clips0"), uri("targets0")
-    assert storage.exists(storage.join(clips, schema.CLIPS))
+    assert storage.exists(storage.join(clips, layout.CLIPS))
 
     summary = embed_shard(clips, targets, ["music2latent"], "demo")
     assert summary == {"music2latent_targets": 4, "music2latent_rejected": 1}
@@ -268,8 +269,8 @@ def test_targets_embedded_gathered_and_read_from_a_bucket(gcs, tmp_path):
 
     fam = storage.join(targets, "music2latent")
     listed = sorted(p.rsplit("/", 1)[1] for p in gcs.ls(fam.split("://", 1)[1]))
-    assert listed == sorted([schema.META, schema.REJECTED, schema.TARGETS])  # no .tmp- objects
-    rejected = list(storage.read_jsonl(storage.join(fam, schema.REJECTED)))
+    assert listed == sorted([layout.META, layout.REJECTED, layout.TARGETS])  # no .tmp- objects
+    rejected = list(storage.read_jsonl(storage.join(fam, layout.REJECTED)))
     assert [r["item"] for r in rejected] == ["gbad#0"]
     # Idempotent on a bucket too: the complete output is recognised and skipped.
     cfg = load_family_config("music2latent", "demo")
@@ -278,12 +279,12 @@ def test_targets_embedded_gathered_and_read_from_a_bucket(gcs, tmp_path):
 
     index = uri("index")
     assert write_index([clips], index, [targets]) == {"shards": 1, "target_shards": 1, "rejected": 0}
-    assert read_index(index) == [clips]
+    assert index_shards(index) == [clips]
     gathered = uri("gathered", "music2latent")
     out = gather_targets(index, "music2latent", gathered)
     assert out == {"family": "music2latent", "targets": 4, "shards": 1, "rejected": 1}
-    assert target_files(gathered) == [storage.join(fam, schema.TARGETS)]
-    assert storage.read_json(storage.join(gathered, schema.META))["n_rejected"] == 1
+    assert target_files(gathered) == [storage.join(fam, layout.TARGETS)]
+    assert storage.read_json(storage.join(gathered, layout.META))["n_rejected"] == 1
 
     for split, want_ids in (("train", ["g0#0", "g2#0"]), ("test", ["g1#0", "g3#0"])):
         ids, vals = read_targets(gathered, split)

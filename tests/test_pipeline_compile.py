@@ -5,14 +5,9 @@ from __future__ import annotations
 import yaml
 import pytest
 
-from musictext.cli import main as cli_main
-from musictext.kfp_build import (
-    CLUSTER_DEFAULTS,
-    compile_pipeline,
-    default_audio_image,
-    default_image,
-    validate_pipeline_yaml,
-)
+from musictext_kfp.cli import main as cli_main
+from musictext_kfp.compile import CLUSTER_DEFAULTS, compile_pipeline, validate_pipeline_yaml
+from musictext_kfp.images import AUDIO_IMAGE, IMAGE
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +88,7 @@ def test_images_and_cluster_defaults(compiled):
     audio_exec = executor_of(spec, "embed-audio")
     for name, ex in spec["deploymentSpec"]["executors"].items():
         # The audio step has its own image (transformers<5 for MuQ-MuLan); the rest the main one.
-        want = default_audio_image() if name == audio_exec else default_image()
+        want = AUDIO_IMAGE if name == audio_exec else IMAGE
         assert ex["container"]["image"] == want, name
         # The image ships kfp: nothing is pip-installed at run time.
         assert "pip install" not in " ".join(ex["container"]["command"]), name
@@ -107,8 +102,6 @@ def test_images_and_cluster_defaults(compiled):
 
 
 def test_cli_compile_overrides(tmp_path, monkeypatch):
-    monkeypatch.delenv("MUSICTEXT_IMAGE", raising=False)  # restored (unset) after the test
-    monkeypatch.delenv("MUSICTEXT_AUDIO_IMAGE", raising=False)
     out = tmp_path / "p.yaml"
     rc = cli_main([
         "compile", "--output", str(out), "--image", "registry.local/mt:1",
@@ -130,13 +123,14 @@ def test_cli_compile_overrides(tmp_path, monkeypatch):
     assert spec["defaultPipelineRoot"] == "gs://acme/mt"
 
 
-def test_default_image_restored_after_override(tmp_path, monkeypatch):
-    monkeypatch.delenv("MUSICTEXT_IMAGE", raising=False)
-    monkeypatch.delenv("MUSICTEXT_AUDIO_IMAGE", raising=False)
+def test_default_image_restored_after_override(tmp_path):
+    cli_main(["compile", "--output", str(tmp_path / "o.yaml"), "--image", "registry.local/mt:2",
+              "--pipeline-root", "gs://elsewhere/mt"])
     out = compile_pipeline(tmp_path / "p.yaml")
     spec = next(yaml.safe_load_all(out.read_text()))
     images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
-    assert images == {default_image(), default_audio_image()}
+    assert images == {IMAGE, AUDIO_IMAGE}
+    assert "defaultPipelineRoot" not in spec, "a compile never carries an earlier pipeline root over"
 
 
 def test_clip_format_choices_match_the_clip_stage():
@@ -144,9 +138,9 @@ def test_clip_format_choices_match_the_clip_stage():
     import argparse
     import inspect
 
-    from musictext.cli import add_pipeline_args
-    from musictext.data.clip import CLIP_FORMATS, DEFAULT_CLIP_FORMAT
-    from pipelines.musictext_pipeline import musictext_pipeline
+    from musictext_kfp.cli import add_pipeline_args
+    from musictext.clip.cut import CLIP_FORMATS, DEFAULT_CLIP_FORMAT
+    from musictext_kfp.musictext_pipeline import musictext_pipeline
 
     parser = argparse.ArgumentParser()
     add_pipeline_args(parser)

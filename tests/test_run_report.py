@@ -7,8 +7,8 @@ from pathlib import Path
 
 from musictext import storage
 from musictext.rejects import Rejections
-from musictext.run_report import assemble_run
-from musictext.shards import write_index
+from musictext.report.assemble import assemble_run
+from musictext.embed.index import write_index
 
 
 def family_metrics(family: str, r10: float) -> dict:

@@ -6,11 +6,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from musictext import schema, storage
-from musictext.audio.targets import embed_shard
+from musictext import layout, storage
+from musictext.embed.targets import embed_shard
 from musictext.config import load_family_config
-from musictext.shards import gather_targets, read_index, target_files, write_index
-from musictext.train.data import read_targets
+from musictext.embed.index import gather_targets, write_index
+from musictext.layout import index_shards, target_files
+from tests.toy import read_targets
 from tests.audio_fixtures import make_clip_shard, tone
 
 FAMILIES = ["muq", "music2latent"]
@@ -46,7 +47,7 @@ def test_embed_shard_writes_each_family(embedded):
     assert summary0 == {"muq_targets": 3, "muq_rejected": 1, "music2latent_targets": 3, "music2latent_rejected": 1}
     assert summary1["muq_targets"] == 2
     for family in FAMILIES:
-        table = pq.read_table(out0 / family / schema.TARGETS)
+        table = pq.read_table(out0 / family / layout.TARGETS)
         dim = load_family_config(family, "demo").audio.target_dim
         assert table.schema.field("target").type.list_size == dim
 
@@ -54,9 +55,9 @@ def test_embed_shard_writes_each_family(embedded):
 def test_embed_shard_is_idempotent(embedded):
     _, shards, targets, _ = embedded
     out0, _ = targets[0]
-    before = (out0 / "muq" / schema.TARGETS).stat().st_mtime_ns
+    before = (out0 / "muq" / layout.TARGETS).stat().st_mtime_ns
     embed_shard(str(shards[0]), str(out0), ["muq"], "demo")
-    assert (out0 / "muq" / schema.TARGETS).stat().st_mtime_ns == before  # skipped, not rewritten
+    assert (out0 / "muq" / layout.TARGETS).stat().st_mtime_ns == before  # skipped, not rewritten
 
 
 def test_gather_lists_shards_without_copying(embedded, tmp_path):
@@ -64,11 +65,11 @@ def test_gather_lists_shards_without_copying(embedded, tmp_path):
     out = tmp_path / "muq_targets"
     summary = gather_targets(str(index), "muq", str(out))
     assert summary == {"family": "muq", "targets": 5, "shards": 2, "rejected": 1}
-    assert target_files(str(out)) == [str(t / "muq" / schema.TARGETS) for t, _ in targets]
-    assert not (out / schema.TARGETS).exists()
-    meta = storage.read_json(str(out / schema.META))
+    assert target_files(str(out)) == [str(t / "muq" / layout.TARGETS) for t, _ in targets]
+    assert not (out / layout.TARGETS).exists()
+    meta = storage.read_json(str(out / layout.META))
     assert meta["target_dim"] == load_family_config("muq", "demo").audio.target_dim and meta["n"] == 5
-    rejected = list(storage.read_jsonl(str(out / schema.REJECTED)))
+    rejected = list(storage.read_jsonl(str(out / layout.REJECTED)))
     assert [r["item"] for r in rejected] == ["abad#0"]
     # Training reads the gathered shards as one split table.
     ids, vecs = read_targets(str(out), "test")
@@ -83,4 +84,4 @@ def test_gather_names_an_unfinished_shard(embedded, tmp_path):
     write_index([str(s) for s in shards], str(index), [str(targets[0][0]), str(root / "never-ran")])
     with pytest.raises(FileNotFoundError, match="never-ran"):
         gather_targets(str(index), "muq", str(tmp_path / "out"))
-    assert read_index(str(index)) == [str(s) for s in shards]
+    assert index_shards(str(index)) == [str(s) for s in shards]

@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from musictext.data import synthetic as syn
+from musictext.ingest import synthetic as syn
 
 SR = syn.SAMPLE_RATE
 # Words a listener would use for each family; every caption must contain its family's word.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from musictext import schema, storage
+from musictext import layout, schema, storage
 from musictext.config import TextConfig
-from musictext.data.text import clean_caption, load_tokenizer, prepare_text
+from musictext.text.prepare import clean_caption, load_tokenizer, prepare_text
 from musictext.rejects import read_rejections
 
 
@@ -43,7 +43,7 @@ def _clip(clip_id: str, captions, split: str = "train") -> dict:
 
 
 def _write_shard(path, clips) -> str:
-    storage.write_parquet(str(path / schema.CLIPS), pa.Table.from_pylist(clips, schema=schema.CLIP_SCHEMA))
+    storage.write_parquet(str(path / layout.CLIPS), pa.Table.from_pylist(clips, schema=schema.CLIP_SCHEMA))
     return str(path)
 
 
@@ -68,7 +68,7 @@ def test_prepare_text_rows_tokens_and_rejections(shards, tmp_path):
     cfg = TextConfig(max_length=16)
     out = str(tmp_path / "text")
     summary = prepare_text(shards, out, cfg)
-    table = storage.read_parquet(storage.join(out, schema.TEXT))
+    table = storage.read_parquet(storage.join(out, layout.TEXT))
     assert table.schema.equals(schema.TEXT_SCHEMA)
     rows = table.to_pylist()
     got = [(r["clip_id"], r["caption_index"], r["text"], r["split"]) for r in rows]
@@ -94,7 +94,7 @@ def test_prepare_text_rows_tokens_and_rejections(shards, tmp_path):
         "t3#0 caption 0": "caption empty after cleaning",
         "t1#0": "duplicate clip id across clip shards",
     }
-    meta = storage.read_json(storage.join(out, schema.META))
+    meta = storage.read_json(storage.join(out, layout.META))
     assert meta["tokenizer"] == "all-MiniLM-L6-v2" and meta["max_length"] == 16
     assert (meta["rows"], meta["clips"], meta["at_max_length"]) == (4, 3, 1)
 
@@ -102,7 +102,7 @@ def test_prepare_text_rows_tokens_and_rejections(shards, tmp_path):
 def test_lowercase_off_keeps_case(shards, tmp_path):
     out = str(tmp_path / "text")
     prepare_text(shards[1:], out, TextConfig(lowercase=False))
-    texts = storage.read_parquet(storage.join(out, schema.TEXT)).column("text").to_pylist()
+    texts = storage.read_parquet(storage.join(out, layout.TEXT)).column("text").to_pylist()
     assert texts == ["Organ & choir", "a second copy of t1"]
 
 

@@ -9,9 +9,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from transformers import AutoTokenizer
 
 from musictext.config import TextConfig
-from musictext.train.data import CaptionPairs, collate, load_split
-from musictext.train.model import TextEmbedder
-from musictext.train.toy import write_tiny_base_model, write_toy_dataset
+from musictext.pairs import load_split
+from musictext.train.data import CaptionPairs, collate
+from musictext.text_encoder import TextEmbedder
+from tests.toy import write_tiny_base_model, write_toy_dataset
 
 
 @pytest.fixture(scope="module")

@@ -8,23 +8,19 @@ import subprocess
 import sys
 
 import pytest
-from transformers import AutoTokenizer
 
 from musictext.config import load_family_config
-from musictext.eval.metrics import chance_metrics
+from musictext.metrics import chance_metrics
 from musictext.train.launch import run_args, train_stage
-from musictext.train.model import TextEmbedder
-from musictext.train.toy import write_tiny_base_model, write_toy_dataset
+from musictext.text_encoder import TextEmbedder
 
 BLOCK = 16
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    base = write_tiny_base_model(root / "base")
-    info = write_toy_dataset(str(root / "text"), str(root / "targets"), AutoTokenizer.from_pretrained(base),
-                             n_clips=200, block_dim=BLOCK)
+def toy(toy_dataset, tiny_base_model):
+    root, info = toy_dataset(n_clips=200, block_dim=BLOCK)
+    base = tiny_base_model
     overrides = {
         "audio": {"embed_dim": BLOCK},
         "text": {"base_model": base, "hidden_dim": 64},

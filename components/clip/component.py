@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components import IMAGE
+from musictext_kfp.images import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -17,7 +17,7 @@ def clip(
     """Cut mono fixed-length clips at every sample rate the chosen families need
     (clip_format: wav, fast to decode, or flac, smaller)."""
     from musictext.config import load_family_config
-    from musictext.data.clip import clip_shard
+    from musictext.clip.cut import clip_shard
     from musictext.logs import setup_logging
 
     setup_logging()

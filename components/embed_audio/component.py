@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components import AUDIO_IMAGE
+from musictext_kfp.images import AUDIO_IMAGE
 
 
 @dsl.component(base_image=AUDIO_IMAGE, install_kfp_package=False)
@@ -11,7 +11,7 @@ def embed_audio(clips: Input[Dataset], families: list, profile: str, targets: Ou
     Runs on the GPU node pool in the audio image (transformers<5 for MuQ-MuLan and MERT's
     remote code); writes targets/<family>/ per family.
     """
-    from musictext.audio.targets import embed_shard
+    from musictext.embed.targets import embed_shard
     from musictext.logs import setup_logging
 
     setup_logging()

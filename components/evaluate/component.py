@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components import IMAGE
+from musictext_kfp.images import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -14,7 +14,7 @@ def evaluate(
     metrics: Output[Metrics],
 ):
     """Held-out retrieval: text->audio and audio->text Recall@1/5/10 and MRR, with chance."""
-    from musictext.eval.evaluate import evaluate as run_eval
+    from musictext.evaluate.retrieval import evaluate as run_eval
     from musictext.logs import setup_logging
 
     setup_logging()

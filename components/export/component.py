@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components import IMAGE
+from musictext_kfp.images import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -11,7 +11,7 @@ def export(
     """Write what Navidrome's text service loads: checkpoints/{name}_best_r1.pt (+ HF folder)."""
     from musictext import storage
     from musictext.config import load_family_config
-    from musictext.export import export_family
+    from musictext.export.navidrome import export_family
     from musictext.logs import setup_logging
 
     setup_logging()

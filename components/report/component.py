@@ -3,7 +3,7 @@ from typing import List
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Model, Output
 
-from components import IMAGE
+from musictext_kfp.images import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -18,7 +18,7 @@ def report(
 ):
     """Gather the run: metrics.json, report.html, checkpoints/ and every stage's rejected items."""
     from musictext.logs import setup_logging
-    from musictext.run_report import assemble_run
+    from musictext.report.assemble import assemble_run
 
     setup_logging()
     summary = assemble_run(

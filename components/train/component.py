@@ -3,7 +3,7 @@ from typing import Optional
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from components import IMAGE
+from musictext_kfp.images import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

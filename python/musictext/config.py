@@ -1,4 +1,4 @@
-"""Typed configuration: one YAML per model family under ``configs/``.
+"""Typed configuration: one YAML per model family, shipped in ``musictext/configs/``.
 
 The three families (muq, mert, music2latent) share every code path; they differ only by the
 values in their config. Each YAML holds the production settings plus named ``profiles`` (e.g.
@@ -15,7 +15,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from musictext.paths import repo_root
 
 FAMILIES: tuple[str, ...] = ("muq", "mert", "music2latent")
 Family = Literal["muq", "mert", "music2latent"]
@@ -133,10 +132,14 @@ class FamilyConfig(_Strict):
     export: ExportConfig
 
 
+# The chart mounts its copies of these files and points this variable at them.
+CONFIG_DIR_ENV = "MUSICTEXT_CONFIG_DIR"
+
+
 def config_dir() -> Path:
-    """configs/ at the repository root, or $MUSICTEXT_CONFIG_DIR."""
-    env = os.environ.get("MUSICTEXT_CONFIG_DIR")
-    path = Path(env) if env else repo_root() / "configs"
+    """The packaged configs (``musictext/configs/``), or $MUSICTEXT_CONFIG_DIR."""
+    env = os.environ.get(CONFIG_DIR_ENV)
+    path = Path(env) if env else Path(__file__).with_name("configs")
     if not path.is_dir():
         raise FileNotFoundError(f"config directory {path} not found (set MUSICTEXT_CONFIG_DIR)")
     return path

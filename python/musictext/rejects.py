@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from musictext import schema, storage
+from musictext import layout, storage
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +28,14 @@ class Rejections:
         log.warning("[%s] rejected %s: %s", self.stage, item, reason)
         self.rows.append({"stage": self.stage, "item": item, "reason": reason})
 
-    def extend(self, rows: list[dict]) -> None:
-        self.rows.extend(rows)
-
     def __len__(self) -> int:
         return len(self.rows)
 
     def write(self, artifact_dir: str) -> None:
         """Always written (possibly empty) so downstream stages can gather every stage's list."""
-        storage.write_jsonl(storage.join(artifact_dir, schema.REJECTED), self.rows)
+        storage.write_jsonl(storage.join(artifact_dir, layout.REJECTED), self.rows)
 
 
 def read_rejections(artifact_dir: str) -> list[dict]:
-    uri = storage.join(artifact_dir, schema.REJECTED)
+    uri = storage.join(artifact_dir, layout.REJECTED)
     return list(storage.read_jsonl(uri)) if storage.exists(uri) else []

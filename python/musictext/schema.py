@@ -1,25 +1,10 @@
-"""The unified record schemas shared by every stage, and the artifact layout conventions.
-
-Every KFP Dataset/Model artifact is a directory (its ``.path`` locally, its ``.uri`` in a bucket):
-
-- raw shard (download):   manifest.jsonl (TRACK rows) + audio/<file> + rejected.jsonl
-- clips shard (clip):     clips.parquet (CLIP_SCHEMA) + audio/<rate>/<clip_id>.<wav|flac> + rejected.jsonl
-- targets (embed_audio):  targets.parquet (target_schema) + meta.json + rejected.jsonl
-- text (prepare_text):    text.parquet (TEXT_SCHEMA) + meta.json + rejected.jsonl
-"""
+"""The unified record schemas shared by every stage (file names and directories: ``layout``)."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
 SPLITS = ("train", "valid", "test")
-
-MANIFEST = "manifest.jsonl"
-CLIPS = "clips.parquet"
-TARGETS = "targets.parquet"
-TEXT = "text.parquet"
-REJECTED = "rejected.jsonl"
-META = "meta.json"
 
 # One row per source track in a raw shard (JSON lines). ``path`` is relative to the shard dir.
 TRACK_FIELDS = ("track_id", "source", "split", "path", "captions", "tags", "licence")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 import uuid
@@ -37,20 +38,39 @@ def makedirs(uri: str) -> None:
     fs.makedirs(path, exist_ok=True)
 
 
-def _atomic(uri: str, write) -> None:
-    # Write under a temporary sibling name and move into place, so a killed task never leaves a
-    # partial file where readers (or an idempotent re-run) would take it as done.
+def is_local(uri: str) -> bool:
+    """A plain path or a file:// URI (anything else is a bucket or another remote)."""
+    return "://" not in uri or uri.startswith("file://")
+
+
+def local_path(uri: str) -> str:
+    """The filesystem path of a local ``uri`` (file:// prefix dropped); remote URIs unchanged."""
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+@contextlib.contextmanager
+def atomic_target(uri: str) -> Iterator[tuple[fsspec.AbstractFileSystem, str]]:
+    """Yield (fs, temporary sibling path) to write; on success it is moved onto ``uri``.
+
+    A killed or failing writer never leaves a partial file where readers (or an idempotent
+    re-run) would take it as done; the temporary file is removed on failure.
+    """
     fs, path = fs_for(uri)
     parent = posixpath.dirname(path)
     if parent:
         fs.makedirs(parent, exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        write(fs, tmp)
+        yield fs, tmp
         fs.mv(tmp, path)
     finally:
         if fs.exists(tmp):
             fs.rm(tmp)
+
+
+def _atomic(uri: str, write) -> None:
+    with atomic_target(uri) as (fs, tmp):
+        write(fs, tmp)
 
 
 def write_bytes(uri: str, data: bytes) -> None:

@@ -1,6 +1,6 @@
 """Audio target throughput: end to end from files vs the model alone.
 
-    python tests/bench/bench_audio.py [--clips N] [--secs S] [--families muq,mert,music2latent]
+    python -m tests.bench.bench_audio [--clips N] [--secs S] [--families muq,mert,music2latent]
 
 For each family (demo profile, small random-init models, on this CPU):
 - forward: ``embed_prepared`` on pre-decoded mono tensors at the model rate (model + windows +
@@ -23,22 +23,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from musictext.audio import build_embedder
+from musictext.config import load_family_config
+from musictext.embed.targets import embed_clips
+from tests.audio_fixtures import make_clip_shard, tone
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUSICTEXT_PROGRESS", "0")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from musictext.audio import build_embedder  # noqa: E402
-from musictext.audio.targets import embed_clips  # noqa: E402
-from musictext.config import load_family_config  # noqa: E402
-from tests.audio_fixtures import make_clip_shard, tone  # noqa: E402
 
 # Enough clips that fixed costs (listing, thread start, parquet footer) are amortised.
 CPU_CLIPS = {"muq": 48, "mert": 16, "music2latent": 96}
@@ -141,7 +139,7 @@ def bench_family(family: str, profile: str, overrides: dict, n: int, secs: float
 def decode_cost_ms(shard: Path, rate: int) -> float:
     """Decode + check + resample cost per clip on one thread (what the workers add)."""
     from musictext.audio.decode import load_clip
-    from musictext.audio.targets import list_clips
+    from musictext.embed.targets import list_clips
     from musictext.rejects import Rejections
 
     refs = list_clips([str(shard)], rate, Rejections("bench"))[:8]

@@ -17,17 +17,16 @@ from musictext import storage
 from musictext.audio.features import prepare_waveform, to_mono
 from musictext.rejects import ItemError
 
-# Peak below this (about -120 dBFS) counts as silence.
-SILENCE_PEAK = 1e-6
+# A decoded file or clip peaking below this (about -120 dBFS) is silent: nothing to embed.
+SILENT_FILE_PEAK = 1e-6
 
 
 def read_audio(uri: str) -> tuple[torch.Tensor, int]:
     """Any soundfile-readable file (local or fsspec URI) -> ([channels, samples] float32, rate)."""
-    if "://" in uri and not uri.startswith("file://"):
-        data, rate = sf.read(io.BytesIO(storage.read_bytes(uri)), dtype="float32", always_2d=True)
+    if storage.is_local(uri):
+        data, rate = sf.read(storage.local_path(uri), dtype="float32", always_2d=True)
     else:
-        path = uri[len("file://") :] if uri.startswith("file://") else uri
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
+        data, rate = sf.read(io.BytesIO(storage.read_bytes(uri)), dtype="float32", always_2d=True)
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
 
 
@@ -39,7 +38,7 @@ def check_waveform(item: str, mono: torch.Tensor) -> None:
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ItemError(item, "audio holds NaN or infinite samples")
     peak = max(-low, high)
-    if peak < SILENCE_PEAK:
+    if peak < SILENT_FILE_PEAK:
         raise ItemError(item, f"all-silent audio (peak {peak:.1e})")
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from musictext import storage
 from musictext.config import AudioConfig
 from musictext.hub import is_remote, mirror_remote, resolve_pretrained
 
@@ -143,8 +144,7 @@ def m2l_checkpoint_path(ref: str) -> str:
     which honours HF_HOME / HF_HUB_OFFLINE) -- never music2latent's own download into
     site-packages.
     """
-    if ref.startswith("file://"):
-        ref = ref[len("file://") :]
+    ref = storage.local_path(ref)
     if is_remote(ref):
         local = mirror_remote(ref)
         candidates = [local / M2L_CHECKPOINT, local / Path(ref.rstrip("/")).name]

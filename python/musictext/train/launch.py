@@ -12,10 +12,11 @@ import sys
 import threading
 
 from musictext import storage
+from musictext.cluster import GPU_TOLERATION
 from musictext.config import FamilyConfig
 from musictext.hub import is_remote
+from musictext.layout import STATE_FILE
 from musictext.train import pytorchjob
-from musictext.train.run import STATE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def run_args(
     return args
 
 
-def run_local(args: list[str], nproc_per_node: int = 1, timeout_s: float | None = None) -> None:
+def run_torchrun(args: list[str], nproc_per_node: int = 1, timeout_s: float | None = None) -> None:
     """torchrun --standalone as a subprocess; stream its output; raise with the tail on failure."""
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
@@ -124,7 +125,7 @@ def train_stage(
         unknown = set(job_options) - {"timeout_s"}
         if unknown:
             raise TypeError(f"unknown options for the local launcher: {sorted(unknown)}")
-        run_local(args, nproc_per_node, job_options.get("timeout_s"))
+        run_torchrun(args, nproc_per_node, job_options.get("timeout_s"))
     elif launcher == "pytorchjob":
         run_on_cluster(cfg, stage, args, out_dir, nnodes, nproc_per_node, **job_options)
     else:
@@ -217,7 +218,6 @@ def run_train_task(
     return state
 
 
-GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
 def mirror_to_local(uri: str, path: str) -> None:

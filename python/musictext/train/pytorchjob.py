@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from musictext.cluster import GPU_RESOURCE
+
 log = logging.getLogger(__name__)
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"
@@ -37,7 +39,7 @@ def _resources(gpus: int, cpu: str | None, memory: str | None) -> dict:
     limits: dict[str, Any] = {}
     requests: dict[str, Any] = {}
     if gpus:
-        limits["nvidia.com/gpu"] = gpus
+        limits[GPU_RESOURCE] = gpus
     if cpu:
         requests["cpu"] = limits["cpu"] = cpu
     if memory:

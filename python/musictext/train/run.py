@@ -28,17 +28,17 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from musictext import storage
 from musictext.config import FamilyConfig, StageConfig, load_family_config
-from musictext.eval.metrics import chance_metrics, cosine_matrix, retrieval_metrics
+from musictext.metrics import chance_metrics, cosine_matrix, retrieval_metrics
 from musictext.hub import is_remote
 from musictext.logs import progress, setup_logging
-from musictext.train.data import CaptionPairs, SplitData, collate, first_caption_pairs, load_splits, target_dim
+from musictext.layout import MODEL_DIR, STATE_FILE
+from musictext.pairs import SplitData, load_splits, target_dim
+from musictext.train.data import CaptionPairs, collate, first_caption_pairs
 from musictext.train.loss import ContrastiveLoss
-from musictext.train.model import TextEmbedder
+from musictext.text_encoder import TextEmbedder
 
 log = logging.getLogger("musictext.train")
 
-MODEL_DIR = "model"
-STATE_FILE = "train_state.json"
 
 
 # -- process group --------------------------------------------------------------------------
@@ -113,7 +113,7 @@ class Objective(nn.Module):
         return self.loss(self.embedder(input_ids, attention_mask), target)
 
 
-def build_embedder(cfg: FamilyConfig, dim: int, init_dir: str | None) -> TextEmbedder:
+def build_text_embedder(cfg: FamilyConfig, dim: int, init_dir: str | None) -> TextEmbedder:
     if init_dir:
         model = TextEmbedder.from_pretrained(storage.join(init_dir, MODEL_DIR))
         if model.target_dim != dim:
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
 
     dim = target_dim(args.targets_dir)
-    embedder = build_embedder(cfg, dim, args.init_dir)
+    embedder = build_text_embedder(cfg, dim, args.init_dir)
     embedder.freeze(st.freeze_layers)
     max_len = embedder.max_length
     splits = load_splits(args.text_dir, args.targets_dir, ("train", "valid"), max_len)

@@ -7,24 +7,15 @@ import logging
 
 import numpy as np
 
-from musictext import schema, storage
-from musictext.eval.metrics import chance_metrics, cosine_matrix, positive_ranks, metrics_from_ranks
-from musictext.train.data import load_split
-from musictext.train.model import BLOCK_NAMES, CONFIG_FILE, TextEmbedder
-from musictext.train.run import MODEL_DIR
+from musictext import layout, storage
+from musictext.metrics import chance_metrics, cosine_matrix, positive_ranks, metrics_from_ranks
+from musictext.pairs import load_split
+from musictext.layout import METRICS_FILE, PLOT_RANKS, PLOT_SIM, model_location
+from musictext.text_encoder import BLOCK_NAMES, TextEmbedder
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
-PLOT_RANKS = "rank_histogram.png"
-PLOT_SIM = "similarity.png"
 HEATMAP_MAX = 64  # clips shown in the similarity heatmap
-
-
-def model_location(model_dir: str) -> str:
-    """Accept a save_pretrained directory or a training out dir holding ``model/``."""
-    nested = storage.join(model_dir, MODEL_DIR)
-    return nested if storage.exists(storage.join(nested, CONFIG_FILE)) else model_dir
 
 
 def block_diagnostics(pred: np.ndarray, target: np.ndarray, n_blocks: int = 3) -> dict:
@@ -100,7 +91,7 @@ def similarity_png(sim: np.ndarray, title: str) -> bytes:
 def _family(targets_dir: str, family: str | None) -> str:
     if family:
         return family
-    meta_uri = storage.join(targets_dir, schema.META)
+    meta_uri = storage.join(targets_dir, layout.META)
     meta = storage.read_json(meta_uri) if storage.exists(meta_uri) else {}
     return str(meta.get("family", "unknown"))
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from musictext_kfp.images import AUDIO_IMAGE, IMAGE
 
 log = logging.getLogger(__name__)
 
@@ -17,45 +18,6 @@ CLUSTER_DEFAULTS: dict[str, Any] = {
     "train_launcher": "pytorchjob",
     "gpus_per_node": 1,
 }
-
-
-def load_pipeline(image: str | None = None, audio_image: str | None = None):
-    """Import the DAG with the components' base images set (or the defaults).
-
-    The images are read when the component modules are imported, so they are re-imported when
-    different ones are asked for in the same process.
-    """
-    import importlib
-    import sys
-
-    from musictext.paths import ensure_repo_on_path
-
-    if image:
-        os.environ["MUSICTEXT_IMAGE"] = image
-    if audio_image:
-        os.environ["MUSICTEXT_AUDIO_IMAGE"] = audio_image
-    ensure_repo_on_path()
-    components = importlib.import_module("components")
-    wanted = (
-        os.environ.get("MUSICTEXT_IMAGE", default_image()),
-        os.environ.get("MUSICTEXT_AUDIO_IMAGE", default_audio_image()),
-    )
-    if (components.IMAGE, components.AUDIO_IMAGE) != wanted:
-        for name in [n for n in sys.modules if n == "components" or n.startswith(("components.", "pipelines."))]:
-            del sys.modules[name]
-    return importlib.import_module("pipelines.musictext_pipeline")
-
-
-def default_image() -> str:
-    from musictext import __version__
-
-    return f"ghcr.io/musictext/musictext:{__version__}"
-
-
-def default_audio_image() -> str:
-    from musictext import __version__
-
-    return f"ghcr.io/musictext/musictext-audio:{__version__}"
 
 
 def compile_pipeline(
@@ -68,19 +30,31 @@ def compile_pipeline(
     """Write the cluster pipeline YAML; ``parameters`` override the cluster defaults."""
     from kfp import compiler
 
-    module = load_pipeline(image, audio_image)
+    from musictext_kfp.musictext_pipeline import musictext_pipeline
+
     params = {**CLUSTER_DEFAULTS, **(parameters or {})}
     if image:
         params.setdefault("train_image", image)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    func = module.musictext_pipeline
-    # Set (or clear) every time: the spec object lives as long as the imported module.
-    func.pipeline_spec.default_pipeline_root = pipeline_root or ""
-    compiler.Compiler().compile(func, str(output), pipeline_parameters=params)
+    compiler.Compiler().compile(musictext_pipeline, str(output), pipeline_parameters=params)
+    # The spec KFP built at import time is shared: edit the written file, never that object.
+    docs = list(yaml.safe_load_all(output.read_text()))
+    retag_images(docs[0], {IMAGE: image or IMAGE, AUDIO_IMAGE: audio_image or AUDIO_IMAGE})
+    if pipeline_root:
+        docs[0]["defaultPipelineRoot"] = pipeline_root
+    output.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     validate_pipeline_yaml(output)
     log.info("wrote %s", output)
     return output
+
+
+def retag_images(spec: dict[str, Any], images: dict[str, str]) -> None:
+    """Point every executor that runs one of ``images``' keys at its value."""
+    for executor in spec["deploymentSpec"]["executors"].values():
+        container = executor.get("container", {})
+        if container.get("image") in images:
+            container["image"] = images[container["image"]]
 
 
 def validate_pipeline_yaml(path: str | Path) -> dict[str, Any]:

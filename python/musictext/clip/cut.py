@@ -26,7 +26,7 @@ import pyarrow as pa
 import soundfile as sf
 import torch
 
-from musictext import schema, storage
+from musictext import layout, schema, storage
 from musictext.audio.decode import decode_mono
 from musictext.audio.resample import resample
 from musictext.logs import progress
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # A clip window this quiet (-80 dBFS) is a fade-out or gap, not music worth a training pair;
 # whole tracks are judged by musictext.audio.decode (the embedding stage's own rule).
-SILENCE_PEAK = 1e-4
+SILENT_WINDOW_PEAK = 1e-4
 # clip_format -> soundfile (container, sample type); the format name is also the file extension.
 CLIP_FORMATS = {"wav": ("WAV", "FLOAT"), "flac": ("FLAC", "PCM_24")}
 DEFAULT_CLIP_FORMAT = "wav"
@@ -60,36 +60,21 @@ def clip_file_name(clip_id: str, clip_format: str = DEFAULT_CLIP_FORMAT) -> str:
     return f"{slug}-{digest}.{clip_format}"
 
 
-def read_clips(clips_dirs: list[str], columns: list[str] | None = None) -> pa.Table:
-    """All clip shards in one table, plus ``shard_dir`` to resolve the relative audio paths."""
-    if not clips_dirs:
-        raise ValueError("no clip shard directories given")
-    tables = []
-    for shard_dir in clips_dirs:
-        table_uri = storage.join(shard_dir, schema.CLIPS)
-        if not storage.exists(table_uri):
-            raise FileNotFoundError(f"clip shard {shard_dir} has no {schema.CLIPS}")
-        table = storage.read_parquet(table_uri, columns=columns)
-        dirs = pa.array([shard_dir] * table.num_rows, pa.string())
-        tables.append(table.append_column("shard_dir", dirs))
-    return pa.concat_tables(tables)
-
-
 # ----------------------------------------------------------------------------- manifest
 
 
 def _read_manifest(raw_dir: str, rejections: Rejections) -> tuple[list[dict], int]:
     """Rows with every TRACK_FIELDS key, first occurrence of each track id (the rest rejected),
     and the number of entries (non-blank lines) the manifest holds."""
-    uri = storage.join(raw_dir, schema.MANIFEST)
+    uri = storage.join(raw_dir, layout.MANIFEST)
     if not storage.exists(uri):
-        raise FileNotFoundError(f"raw shard {raw_dir} has no {schema.MANIFEST}")
+        raise FileNotFoundError(f"raw shard {raw_dir} has no {layout.MANIFEST}")
     rows, seen, entries = [], set(), 0
     for line_no, line in enumerate(storage.read_bytes(uri).decode("utf-8", "replace").splitlines(), 1):
         if not line.strip():
             continue
         entries += 1
-        item = f"{schema.MANIFEST}:{line_no}"
+        item = f"{layout.MANIFEST}:{line_no}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
@@ -124,7 +109,7 @@ def _clean_captions(track: dict) -> list[str]:
 # ----------------------------------------------------------------------------- audio
 
 
-def cut_windows(
+def cut_clips(
     mono: np.ndarray, rate: int, clip_seconds: float, max_clips: int, min_seconds: float
 ) -> list[tuple[int, int, np.ndarray, int]]:
     """(clip index, start sample, fixed-length window, samples of real audio in it).
@@ -175,9 +160,9 @@ def _clip_track(track, raw_dir, out_dir, rates, clip_seconds, max_clips, min_sec
     if len(mono) < min_seconds * rate:
         raise ItemError(track_id, f"too short: {len(mono) / rate:.2f} s < min_seconds {min_seconds}")
     rows = []
-    for k, start, window, real in cut_windows(mono, rate, clip_seconds, max_clips, min_seconds):
+    for k, start, window, real in cut_clips(mono, rate, clip_seconds, max_clips, min_seconds):
         clip_id = f"{track_id}#{k}"
-        if float(np.abs(window).max()) < SILENCE_PEAK:
+        if float(np.abs(window).max()) < SILENT_WINDOW_PEAK:
             rejections.add(clip_id, "silent clip")
             continue
         audio_refs = []
@@ -248,7 +233,7 @@ def clip_shard(
         except ItemError as err:
             rejections.add(err.item, err.reason)
     table = pa.Table.from_pylist(rows, schema=schema.CLIP_SCHEMA)
-    storage.write_parquet(storage.join(out_dir, schema.CLIPS), table)
+    storage.write_parquet(storage.join(out_dir, layout.CLIPS), table)
     rejections.write(out_dir)
     if stats["clipped_samples"]:
         log.warning("%d resampled samples exceeded full scale and were clipped",

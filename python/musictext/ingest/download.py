@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
-from musictext import schema, storage
-from musictext.data.sources import get_source, validate_shard
+from musictext import layout, schema, storage
+from musictext.ingest.registry import get_source, validate_shard
 from musictext.rejects import Rejections
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def download_shard(shard: dict, out_dir: str) -> dict:
     rejections = Rejections("download")
     started = time.monotonic()
     rows = _check_rows(handler.download_shard(shard, out_dir, rejections), rejections)
-    storage.write_jsonl(storage.join(out_dir, schema.MANIFEST), rows)
+    storage.write_jsonl(storage.join(out_dir, layout.MANIFEST), rows)
     rejections.write(out_dir)
     seconds = time.monotonic() - started
     log.info("shard %s/%s of %s: %d tracks, %d rejected in %.1f s", shard["shard"],

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
-from musictext.data.synthetic import SyntheticSource
+from musictext.ingest.synthetic import SyntheticSource
 from musictext.rejects import Rejections
 
 SHARD_KEYS = ("source", "shard", "num_shards", "start", "size", "seed")

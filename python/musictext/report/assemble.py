@@ -9,12 +9,10 @@ from pathlib import Path
 
 from musictext import storage
 from musictext.rejects import read_rejections
-from musictext.shards import index_rejections
+from musictext.report.html import write_report
+from musictext.layout import CHECKPOINTS, METRICS_FILE, REJECTED_JSON, REPORT_HTML, index_rejections
 
 log = logging.getLogger(__name__)
-
-CHECKPOINTS = "checkpoints"
-REJECTED_JSON = "rejected.json"
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -52,9 +50,7 @@ def assemble_run(
     out_dir: str,
     html_path: str | None = None,
 ) -> dict:
-    from musictext.eval.report import write_report
-
-    results = [storage.read_json(storage.join(d, "metrics.json")) for d in evaluation_dirs]
+    results = [storage.read_json(storage.join(d, METRICS_FILE)) for d in evaluation_dirs]
     rejected = index_rejections(clips_index_dir)
     for stage_dir in stage_dirs:
         rejected.extend(read_rejections(stage_dir))
@@ -64,11 +60,11 @@ def assemble_run(
     write_report(results, out_dir, rejected=rejected)
     if html_path:
         Path(html_path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(Path(out_dir) / "report.html", html_path)
+        shutil.copy2(Path(out_dir) / REPORT_HTML, html_path)
     log.info("run assembled in %s: %d families, %d rejected", out_dir, len(results), len(rejected))
     return {
         "families": len(results),
         "rejected": len(rejected),
         "checkpoints": ",".join(checkpoints),
-        "metrics_file": storage.join(out_dir, "metrics.json"),
+        "metrics_file": storage.join(out_dir, METRICS_FILE),
     }

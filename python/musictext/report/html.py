@@ -8,6 +8,7 @@ import io
 import logging
 
 from musictext import storage
+from musictext.layout import METRICS_FILE, REPORT_HTML
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,6 @@ def write_report(results: list[dict], out_dir: str, rejected: list[dict] | None 
     """metrics.json + self-contained report.html in ``out_dir``; returns the metrics dict."""
     rejected = list(rejected or [])
     metrics = summarise(results, rejected)
-    storage.write_json(storage.join(out_dir, "metrics.json"), metrics)
-    storage.write_bytes(storage.join(out_dir, "report.html"), render_html(metrics, results, rejected).encode())
+    storage.write_json(storage.join(out_dir, METRICS_FILE), metrics)
+    storage.write_bytes(storage.join(out_dir, REPORT_HTML), render_html(metrics, results, rejected).encode())
     return metrics

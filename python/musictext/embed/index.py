@@ -7,32 +7,21 @@ Per family, ``gather_targets`` lists that family's target shards (no copy) for t
 
 from __future__ import annotations
 
-from musictext import schema, storage
+from musictext import layout, storage
 from musictext.rejects import read_rejections
-
-INDEX = "index.json"
-TARGET_SHARDS = "shards.json"  # in a family's gathered targets dir: the target files to read
 
 
 def write_index(shard_uris: list[str], out_dir: str, target_uris: list[str] | None = None) -> dict:
     """Record the clip (and target) shard URIs plus the download/clip stages' rejections."""
     if not shard_uris:
         raise ValueError("no clip shards to index: every download/clip task produced nothing")
-    missing = [u for u in shard_uris if not storage.exists(storage.join(u, schema.CLIPS))]
+    missing = [u for u in shard_uris if not storage.exists(storage.join(u, layout.CLIPS))]
     if missing:
-        raise FileNotFoundError(f"clip shards without {schema.CLIPS}: {missing}")
+        raise FileNotFoundError(f"clip shards without {layout.CLIPS}: {missing}")
     rejected = [row for uri in shard_uris for row in read_rejections(uri)]
     index = {"shards": list(shard_uris), "targets": list(target_uris or []), "rejected": rejected}
-    storage.write_json(storage.join(out_dir, INDEX), index)
+    storage.write_json(storage.join(out_dir, layout.INDEX), index)
     return {"shards": len(shard_uris), "target_shards": len(index["targets"]), "rejected": len(rejected)}
-
-
-def read_index(index_dir: str) -> list[str]:
-    return list(storage.read_json(storage.join(index_dir, INDEX))["shards"])
-
-
-def index_rejections(index_dir: str) -> list[dict]:
-    return list(storage.read_json(storage.join(index_dir, INDEX)).get("rejected", []))
 
 
 def gather_targets(index_dir: str, family: str, out_dir: str) -> dict:
@@ -40,14 +29,14 @@ def gather_targets(index_dir: str, family: str, out_dir: str) -> dict:
 
     Nothing is copied: readers (``target_files``) open the listed Parquet files where they are.
     """
-    shard_dirs = [storage.join(uri, family) for uri in storage.read_json(storage.join(index_dir, INDEX))["targets"]]
+    shard_dirs = [storage.join(uri, family) for uri in layout.read_index(index_dir)["targets"]]
     if not shard_dirs:
         raise ValueError(f"{index_dir}: the index lists no target shards")
     metas = []
     for shard_dir in shard_dirs:
-        meta_uri = storage.join(shard_dir, schema.META)
+        meta_uri = storage.join(shard_dir, layout.META)
         if not storage.exists(meta_uri):
-            raise FileNotFoundError(f"target shard {shard_dir} has no {schema.META}: its embedding did not finish")
+            raise FileNotFoundError(f"target shard {shard_dir} has no {layout.META}: its embedding did not finish")
         metas.append(storage.read_json(meta_uri))
     dims = {m["target_dim"] for m in metas}
     if len(dims) != 1:
@@ -55,16 +44,8 @@ def gather_targets(index_dir: str, family: str, out_dir: str) -> dict:
     rejected = [row for shard_dir in shard_dirs for row in read_rejections(shard_dir)]
     meta = {k: v for k, v in metas[0].items() if k not in ("inputs", "fingerprint", "skipped")}
     meta.update(n=sum(int(m["n"]) for m in metas), n_rejected=len(rejected), shards=len(shard_dirs))
-    files = [storage.join(d, schema.TARGETS) for d in shard_dirs]
-    storage.write_json(storage.join(out_dir, TARGET_SHARDS), {"files": files})
-    storage.write_jsonl(storage.join(out_dir, schema.REJECTED), rejected)
-    storage.write_json(storage.join(out_dir, schema.META), meta)
+    files = [storage.join(d, layout.TARGETS) for d in shard_dirs]
+    storage.write_json(storage.join(out_dir, layout.TARGET_SHARDS), {"files": files})
+    storage.write_jsonl(storage.join(out_dir, layout.REJECTED), rejected)
+    storage.write_json(storage.join(out_dir, layout.META), meta)
     return {"family": family, "targets": meta["n"], "shards": len(files), "rejected": len(rejected)}
-
-
-def target_files(targets_dir: str) -> list[str]:
-    """The Parquet files of a targets dataset: one targets.parquet, or a gathered shard list."""
-    listing = storage.join(targets_dir, TARGET_SHARDS)
-    if storage.exists(listing):
-        return list(storage.read_json(listing)["files"])
-    return [storage.join(targets_dir, schema.TARGETS)]

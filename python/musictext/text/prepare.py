@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import html
 import logging
-import re
-import unicodedata
 from collections import Counter
 
 import pyarrow as pa
 
-from musictext import schema, storage
+from musictext import layout, schema, storage
+from musictext.captions import clean_caption
 from musictext.config import TextConfig
-from musictext.data.clip import read_clips
 from musictext.hub import resolve_pretrained
 from musictext.logs import progress
 from musictext.rejects import Rejections
@@ -20,42 +17,6 @@ from musictext.rejects import Rejections
 log = logging.getLogger(__name__)
 
 TOKENIZE_BATCH = 512
-# Only things shaped like real markup: "a < b > c" or "<3" in a caption is left alone.
-_MARKUP = re.compile(r"<!--.*?-->|</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>", re.DOTALL)
-_SPACE = re.compile(r"\s+")
-# Unicode categories removed outright: format (zero-width, BOM, bidi), private use,
-# surrogates, unassigned. Control characters (Cc, incl. tab/newline) become spaces instead.
-_DROP = {"Cf", "Co", "Cs", "Cn"}
-
-
-def _unescape(text: str) -> str:
-    # Two passes undo the double escaping ("&amp;lt;b&amp;gt;") that scraped text often has.
-    for _ in range(2):
-        text = html.unescape(text)
-    return text
-
-
-def _strip_controls(text: str) -> str:
-    out = []
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if cat == "Cc":
-            out.append(" ")
-        elif cat not in _DROP:
-            out.append(ch)
-    return "".join(out)
-
-
-def clean_caption(text: str, lowercase: bool) -> str:
-    """HTML entities and tags out, NFKC, no control characters, single spaces, stripped."""
-    if not isinstance(text, str):
-        return ""
-    text = _MARKUP.sub(" ", _unescape(text))
-    text = _strip_controls(unicodedata.normalize("NFKC", text))
-    text = _SPACE.sub(" ", text).strip()
-    return text.lower() if lowercase else text
-
-
 def clean_captions(
     clip_id: str, captions: list | None, lowercase: bool, rejections: Rejections
 ) -> list[str]:
@@ -111,7 +72,7 @@ def prepare_text(clips_dirs: list[str], out_dir: str, text_cfg: TextConfig) -> d
 
     ``caption_index`` numbers a clip's cleaned, de-duplicated captions 0, 1, ...
     """
-    table = read_clips(clips_dirs, columns=["clip_id", "split", "captions"])
+    table = layout.read_clips(clips_dirs, columns=["clip_id", "split", "captions"])
     rejections = Rejections("prepare_text")
     rows, n_clips = _caption_rows(table, text_cfg.lowercase, rejections)
     rejections.write(out_dir)
@@ -121,7 +82,7 @@ def prepare_text(clips_dirs: list[str], out_dir: str, text_cfg: TextConfig) -> d
     for row, ids in zip(rows, tokenize(tokenizer, [r["text"] for r in rows], text_cfg.max_length)):
         row["input_ids"] = ids
     table = pa.Table.from_pylist(rows, schema=schema.TEXT_SCHEMA)
-    storage.write_parquet(storage.join(out_dir, schema.TEXT), table)
+    storage.write_parquet(storage.join(out_dir, layout.TEXT), table)
     clips_kept = len({r["clip_id"] for r in rows})
     meta = {
         "tokenizer": text_cfg.base_model,
@@ -133,6 +94,6 @@ def prepare_text(clips_dirs: list[str], out_dir: str, text_cfg: TextConfig) -> d
         "splits": dict(Counter(r["split"] for r in rows)),
         "at_max_length": sum(len(r["input_ids"]) >= text_cfg.max_length for r in rows),
     }
-    storage.write_json(storage.join(out_dir, schema.META), meta)
+    storage.write_json(storage.join(out_dir, layout.META), meta)
     log.info("prepared %d captions of %d clips (%d rejected)", len(rows), clips_kept, len(rejections))
     return {"rows": len(rows), "clips": clips_kept, "clips_in": n_clips, "rejected": len(rejections)}

@@ -77,11 +77,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.local:
         log.error("only --local runs here; for a cluster use `musictext compile` + `kfp run create`")
         return 2
-    from musictext.eval.report import format_table
-    from musictext.local_run import run_local
+    from musictext.report.html import format_table
+    from musictext_kfp.local import run_pipeline_locally
 
     started = time.monotonic()
-    run_dir = run_local(pipeline_params(args), runs_dir=args.runs_dir, run_id=args.run_id)
+    run_dir = run_pipeline_locally(pipeline_params(args), runs_dir=args.runs_dir, run_id=args.run_id)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # kfp.local leaves sys.stdout wrapped (it indents task logs): write to the real terminal.
     out = sys.__stdout__
@@ -92,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from musictext.kfp_build import compile_pipeline, validate_pipeline_yaml
+    from musictext_kfp.compile import compile_pipeline, validate_pipeline_yaml
 
     params = pipeline_params(args)
     if args.gpu_node_selector:

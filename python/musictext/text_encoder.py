@@ -23,14 +23,14 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from musictext import storage
+from musictext.captions import clean_caption
+from musictext.layout import CONFIG_FILE, WEIGHTS_FILE
 from musictext.hub import is_remote, resolve_pretrained
 
 log = logging.getLogger(__name__)
 
 N_BLOCKS = 3
 BLOCK_NAMES = ("mean", "robust", "dmean")
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 MODEL_TYPE = "musictext-text-embedder"
 
 
@@ -90,7 +90,7 @@ def local_copy(location: str):
     out dir is rewritten in place at every better epoch.
     """
     if not is_remote(location):
-        yield location[len("file://"):] if location.startswith("file://") else location
+        yield storage.local_path(location)
         return
     fs, path = storage.fs_for(location)
     if not fs.isdir(path):
@@ -185,7 +185,6 @@ class TextEmbedder(nn.Module):
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         # Queries get the same cleaning as the training captions (prepare_text).
-        from musictext.data.text import clean_caption
 
         texts = [clean_caption(t, self.lowercase) for t in texts]
         return self.tokenizer(

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from musictext import schema, storage
+from musictext import layout, schema, storage
 
 GENRES = ["rock", "jazz", "techno", "folk", "metal", "reggae", "blues", "ambient", "punk", "soul"]
 MOODS = ["happy", "sad", "calm", "angry", "dreamy", "dark", "playful", "epic"]
@@ -65,17 +66,29 @@ def write_toy_dataset(
             ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
             for key, val in zip(rows, (clip_ids[k], split[k], c, text, ids)):
                 rows[key].append(val)
-    storage.write_parquet(storage.join(text_dir, schema.TEXT), pa.table(rows, schema=schema.TEXT_SCHEMA))
-    storage.write_json(storage.join(text_dir, schema.META), {"n_clips": n_clips, "toy": True})
+    storage.write_parquet(storage.join(text_dir, layout.TEXT), pa.table(rows, schema=schema.TEXT_SCHEMA))
+    storage.write_json(storage.join(text_dir, layout.META), {"n_clips": n_clips, "toy": True})
 
     dim = 3 * block_dim
     target_col = pa.FixedSizeListArray.from_arrays(pa.array(targets.reshape(-1), pa.float32()), dim)
     table = pa.table(
         [pa.array(clip_ids), pa.array(split), target_col], schema=schema.target_schema(dim)
     )
-    storage.write_parquet(storage.join(targets_dir, schema.TARGETS), table)
-    storage.write_json(storage.join(targets_dir, schema.META), {"target_dim": dim, "toy": True})
+    storage.write_parquet(storage.join(targets_dir, layout.TARGETS), table)
+    storage.write_json(storage.join(targets_dir, layout.META), {"target_dim": dim, "toy": True})
     return {"n_clips": n_clips, "target_dim": dim, "splits": {s: split.count(s) for s in schema.SPLITS}}
+
+
+def read_targets(targets_dir: str, split: str) -> tuple[list[str], np.ndarray]:
+    """(clip ids, [N, dim] float32 targets) of one split of a targets dataset."""
+    tables = [storage.read_parquet(uri, columns=["clip_id", "split", "target"]) for uri in layout.target_files(targets_dir)]
+    table = pa.concat_tables(tables)
+    table = table.filter(pc.equal(table["split"], split))
+    ids = table["clip_id"].to_pylist()
+    if not ids:
+        return [], np.zeros((0, 0), dtype=np.float32)
+    col = table["target"].combine_chunks()
+    return ids, col.flatten().to_numpy(zero_copy_only=False).reshape(len(ids), col.type.list_size).astype(np.float32)
 
 
 def write_tiny_base_model(directory: str | Path, hidden: int = 32, layers: int = 2) -> str:

@@ -36,7 +36,7 @@ DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/TimGM6mb.sf2"
 SOUNDFONT_PACKAGE = "timgm6mb-soundfont"
 FLUIDSYNTH_PACKAGE = "fluidsynth"
 FLUIDSYNTH_GAIN = 1.0  # loud clips peak near -1 dBFS, soft ones sit ~15 dB lower
-SILENCE_PEAK = 1e-4  # -80 dBFS: a render this quiet means the instrument produced nothing
+SILENT_RENDER_PEAK = 1e-4  # -80 dBFS: a render this quiet means the instrument produced nothing
 N_CAPTIONS = 4
 MIN_SECONDS, MAX_SECONDS = 6.0, 10.0
 
@@ -488,7 +488,7 @@ def render(spec: ClipSpec, fluidsynth: str | None = None, soundfont: str | None 
         raise ItemError(spec.track_id, f"fluidsynth wrote {rate} Hz, expected {SAMPLE_RATE}")
     audio = _fit_length(stereo.mean(axis=1), int(round(spec.duration_s * SAMPLE_RATE)))
     peak = float(np.abs(audio).max())
-    if peak < SILENCE_PEAK:
+    if peak < SILENT_RENDER_PEAK:
         raise ItemError(spec.track_id, f"rendered silence (peak {peak:.2e})")
     if peak > 0.99:  # a dense loud clip: scale down rather than clip
         audio *= 0.99 / peak
@@ -530,7 +530,7 @@ class SyntheticSource:
     name = SOURCE
 
     def plan_shards(self, corpus_size: int, shard_size: int, seed: int) -> list[dict]:
-        from musictext.data.sources import even_shards
+        from musictext.ingest.registry import even_shards
 
         return even_shards(self.name, corpus_size, shard_size, seed)
 

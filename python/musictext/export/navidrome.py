@@ -19,9 +19,9 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from musictext import storage
 from musictext.config import FamilyConfig
-from musictext.eval.evaluate import model_location
 from musictext.hub import MINILM_NAMES, resolve_pretrained
-from musictext.train.model import TextEmbedder, cpu_state, drop_pooler
+from musictext.layout import model_location
+from musictext.text_encoder import TextEmbedder, cpu_state, drop_pooler
 
 log = logging.getLogger(__name__)
 

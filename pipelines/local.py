@@ -49,12 +49,12 @@ def effective_params(module, overrides: dict[str, Any]) -> dict[str, Any]:
     return {**{name: spec.default for name, spec in inputs.items()}, **overrides}
 
 
-def run_local(params: dict[str, Any], runs_dir: str | Path = "runs", run_id: str | None = None) -> Path:
+def run_pipeline_locally(params: dict[str, Any], runs_dir: str | Path = "runs", run_id: str | None = None) -> Path:
     """Run the pipeline through kfp.local.SubprocessRunner; return runs/<run-id>/."""
     from kfp import local
 
-    from musictext.kfp_build import load_pipeline
-    from musictext.run_report import link_or_copy
+    from musictext.report.assemble import link_or_copy
+    from musictext_kfp import musictext_pipeline as module
 
     runs_dir = Path(runs_dir).resolve()
     run_dir = runs_dir / (run_id or new_run_id())
@@ -66,7 +66,6 @@ def run_local(params: dict[str, Any], runs_dir: str | Path = "runs", run_id: str
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
     # Accelerator, node-pool and display-name settings are for the cluster; locally they are no-ops.
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
-    module = load_pipeline()
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(run_dir / "pipeline"),

@@ -13,9 +13,7 @@ import hashlib
 import json
 import logging
 import os
-import posixpath
 import threading
-import uuid
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,11 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from musictext import schema, storage
+from musictext import layout, schema, storage
 from musictext.audio.decode import load_clip
 from musictext.audio.embedder import AudioEmbedder, build_embedder
 from musictext.config import FamilyConfig, load_family_config
-from musictext.data.clip import read_clips
 from musictext.logs import progress
 from musictext.rejects import ItemError, Rejections
 
@@ -75,8 +72,8 @@ def expected_meta(cfg: FamilyConfig, clips_dirs: list[str]) -> dict:
 
 
 def _is_complete(out_dir: str, want: dict) -> dict | None:
-    meta_uri = storage.join(out_dir, schema.META)
-    targets_uri = storage.join(out_dir, schema.TARGETS)
+    meta_uri = storage.join(out_dir, layout.META)
+    targets_uri = storage.join(out_dir, layout.TARGETS)
     if not (storage.exists(meta_uri) and storage.exists(targets_uri)):
         return None
     try:
@@ -97,7 +94,7 @@ def list_clips(clips_dirs: list[str], sample_rate: int, rejects: Rejections) -> 
     """Every clip of every shard, with the file to decode; bad rows are rejected by name."""
     refs: list[ClipRef] = []
     seen: set[str] = set()
-    for row in read_clips(clips_dirs, columns=["clip_id", "split", "audio"]).to_pylist():
+    for row in layout.read_clips(clips_dirs, columns=["clip_id", "split", "audio"]).to_pylist():
         shard = row["shard_dir"]
         clip_id = row.get("clip_id") or "<missing clip_id>"
         if clip_id in seen:
@@ -182,12 +179,9 @@ class _TargetWriter:
         self.np_dtype = np.float16 if dtype == "float16" else np.float32
         self.value_type = self.schema.field("target").type.value_type
         self.dim = dim
-        self.fs, self.path = storage.fs_for(uri)
-        parent = posixpath.dirname(self.path)
-        if parent:
-            self.fs.makedirs(parent, exist_ok=True)
-        self.tmp = f"{self.path}.tmp-{uuid.uuid4().hex[:8]}"
-        self.writer = pq.ParquetWriter(self.tmp, self.schema, filesystem=self.fs)
+        self._target = storage.atomic_target(uri)
+        fs, tmp = self._target.__enter__()
+        self.writer = pq.ParquetWriter(tmp, self.schema, filesystem=fs)
         self.ids: list[str] = []
         self.splits: list[str] = []
         self.vecs: list[np.ndarray] = []
@@ -216,14 +210,13 @@ class _TargetWriter:
     def close(self) -> None:
         self.flush()
         self.writer.close()
-        self.fs.mv(self.tmp, self.path)
+        self._target.__exit__(None, None, None)  # moves the finished file into place
 
     def abort(self) -> None:
         try:
             self.writer.close()
         finally:
-            if self.fs.exists(self.tmp):
-                self.fs.rm(self.tmp)
+            self._target.__exit__(RuntimeError, RuntimeError("aborted"), None)  # removes it
 
 
 def embed_clips(
@@ -252,7 +245,7 @@ def embed_clips(
         raise ValueError(f"embedder gives {embedder.target_dim}-D, config wants {audio.target_dim}")
 
     storage.makedirs(out_dir)
-    writer = _TargetWriter(storage.join(out_dir, schema.TARGETS), audio.target_dim, audio.storage_dtype)
+    writer = _TargetWriter(storage.join(out_dir, layout.TARGETS), audio.target_dim, audio.storage_dtype)
     batch_units = max(1, int(audio.batch_windows))
     lookahead = max(2 * batch_units, 4 * max(1, audio.decode_workers))
     try:
@@ -278,7 +271,7 @@ def embed_clips(
 
     rejects.write(out_dir)
     meta = {**want, "n": writer.n, "n_rejected": len(rejects), "inputs": clips_dirs}
-    storage.write_json(storage.join(out_dir, schema.META), meta)
+    storage.write_json(storage.join(out_dir, layout.META), meta)
     log.info("%s: %d targets, %d rejected", out_dir, writer.n, len(rejects))
     return {**meta, "skipped": False}
 

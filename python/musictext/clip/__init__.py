@@ -1,0 +1,1 @@
+"""Stage 2, clip: fixed-length mono clips at every model's rate, Parquet shards (CLIP_SCHEMA)."""

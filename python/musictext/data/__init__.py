@@ -1,2 +1,0 @@
-"""Corpus stages: shard planning (sources), download or render (download), clipping (clip),
-caption cleaning and tokenisation (text)."""

@@ -1,0 +1,1 @@
+"""Stage 6, evaluate: held-out retrieval both ways, per-block diagnostics, plots."""

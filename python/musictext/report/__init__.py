@@ -1,0 +1,1 @@
+"""Stage 8, report: one run's metrics, report.html, rejections and checkpoints."""

@@ -1,0 +1,1 @@
+"""Stage 4, text: clean and tokenise every clip's captions with the family's text tower."""
