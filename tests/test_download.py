@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 
@@ -9,9 +10,13 @@ import pytest
 import soundfile as sf
 
 from musictext import layout, schema, storage
-from musictext.ingest import synthetic
+from musictext.ingest import base, registry
 from musictext.ingest.download import download_shard
-from musictext.ingest.registry import available, list_shards, validate_shard
+from musictext.ingest.registry import available, list_shards, registered, validate_shard
+from musictext.ingest.synthetic import source as synthetic_source
+from musictext.ingest.synthetic.attributes import make_spec
+from musictext.ingest.synthetic.captions import captions_for
+from musictext.ingest.template import LocalFolderSource
 from musictext.rejects import ItemError, read_rejections
 
 
@@ -31,10 +36,32 @@ def test_list_shards_cover_the_corpus_exactly(corpus, shard_size):
 
 
 @pytest.mark.parametrize("name", ["nope", "musiccaps"])
-def test_unknown_source_names_it_and_the_available_ones(name):
-    with pytest.raises(ValueError, match=rf"{name}.*synthetic"):
+def test_unknown_source_names_it_and_the_known_ones(name):
+    with pytest.raises(ValueError, match=rf"unknown source '{name}'; known sources: \['synthetic'\]"):
         list_shards(["synthetic", name], 10, 5, 0)
     assert available() == ["synthetic"]
+
+
+def test_registry_lists_the_builtin_sources_and_refuses_bad_ones(tmp_path):
+    assert available() == sorted(s.name for s in registry.BUILTIN_SOURCES)
+    assert all(isinstance(s, base.Source) for s in registry.BUILTIN_SOURCES)
+    duplicate = LocalFolderSource(str(tmp_path / "x.csv"), name="synthetic")
+    with pytest.raises(ValueError, match="already registered"), registered(duplicate):
+        pass
+    with pytest.raises(TypeError, match="Source"), registered(object()):
+        pass
+    assert available() == ["synthetic"]
+
+
+def test_a_source_must_implement_the_interface():
+    class Incomplete(base.Source):
+        name = "incomplete"
+
+        def plan_shards(self, corpus_size, shard_size, seed):
+            return base.even_shards(self.name, corpus_size, shard_size, seed)
+
+    with pytest.raises(TypeError, match="download_shard"):
+        Incomplete()
 
 
 @pytest.mark.parametrize("args", [([], 10, 5, 0), (["synthetic"], 0, 5, 0), (["synthetic"], 10, 0, 0),
@@ -67,9 +94,9 @@ def test_download_shard_writes_the_raw_layout(tmp_path):
     assert [r["track_id"] for r in rows] == ["synthetic-s0-000003", "synthetic-s0-000004"]
     for row in rows:
         assert tuple(row) == schema.TRACK_FIELDS
-        spec = synthetic.make_spec(0, int(row["track_id"][-6:]))
-        assert row["split"] == spec.split and row["captions"] == synthetic.captions_for(spec)
-        assert row["licence"] == synthetic.LICENCE and row["source"] == "synthetic"
+        spec = make_spec(0, int(row["track_id"][-6:]))
+        assert row["split"] == spec.split and row["captions"] == captions_for(spec)
+        assert row["licence"] == synthetic_source.LICENCE and row["source"] == "synthetic"
         info = sf.info(str(tmp_path / "raw" / row["path"]))
         assert info.samplerate == 44100 and info.frames == round(spec.duration_s * 44100)
     assert read_rejections(out) == []
@@ -89,7 +116,7 @@ def test_download_is_deterministic_and_works_on_fsspec_uris(tmp_path):
 
 
 def test_a_failing_render_is_rejected_and_the_rest_kept(tmp_path, monkeypatch):
-    real_render = synthetic.render
+    real_render = synthetic_source.render
 
     def flaky(spec, *args):
         if spec.index == 1:
@@ -98,7 +125,7 @@ def test_a_failing_render_is_rejected_and_the_rest_kept(tmp_path, monkeypatch):
             raise OSError("disk hiccup")
         return real_render(spec, *args)
 
-    monkeypatch.setattr(synthetic, "render", flaky)
+    monkeypatch.setattr(synthetic_source, "render", flaky)
     out = str(tmp_path / "raw")
     summary = download_shard(list_shards(["synthetic"], 4, 4, seed=0)[0], out)
     assert summary["tracks"] == 2 and summary["rejected"] == 2
@@ -107,3 +134,81 @@ def test_a_failing_render_is_rejected_and_the_rest_kept(tmp_path, monkeypatch):
     assert rejected["synthetic-s0-000001"] == "simulated fluidsynth crash"
     assert "disk hiccup" in rejected["synthetic-s0-000002"]
     assert not (tmp_path / "raw" / "audio" / "synthetic-s0-000001.wav").exists()
+
+
+# ----------------------------------------------------------------------------- template source
+
+_LISTING = [
+    ("track_id", "path", "split", "caption", "licence"),
+    ("a001", "audio/a001.wav", "train", "slow sad piano, with rain", "CC-BY-4.0"),
+    ("a002", "audio/a002.WAV", "test", "fast bright brass", "CC0-1.0"),
+    ("../evil", "audio/a001.wav", "train", "escapes the shard dir", "CC0-1.0"),
+    ("a004", "audio/missing.wav", "valid", "its file is gone", "CC0-1.0"),
+    ("a005", "audio/a005.wav", "holdout", "not a split", "CC0-1.0"),
+    ("a006", "audio/a006.flac", "valid", "two lines\nof caption", "CC-BY-4.0"),
+]
+
+
+def _write_listing(folder) -> str:
+    (folder / "audio").mkdir(parents=True)
+    for name in ("a001.wav", "a002.WAV", "a005.wav", "a006.flac"):
+        (folder / "audio" / name).write_bytes(f"audio bytes of {name}".encode())
+    listing = folder / "listing.csv"
+    with open(listing, "w", newline="") as fh:  # CRLF rows, a quoted line break in a caption
+        csv.writer(fh, lineterminator="\r\n").writerows(_LISTING)
+    return str(listing)
+
+
+def _as_kfp_passes_it(spec: dict) -> dict:
+    return json.loads(json.dumps({k: float(v) if isinstance(v, int) else v for k, v in spec.items()}))
+
+
+def test_template_source_round_trip(tmp_path):
+    source = LocalFolderSource(_write_listing(tmp_path / "data"))
+    with registered(source):
+        assert source.name in available()
+        shards = list_shards([source.name], corpus_size=100, shard_size=4, seed=0)
+        assert [(s["start"], s["size"]) for s in shards] == [(0, 4), (4, 2)]
+        assert [(s["start"], s["size"]) for s in list_shards([source.name], 3, 2, 0)] == [(0, 2), (2, 1)]
+        outs = [str(tmp_path / f"raw{s['shard']}") for s in shards]
+        summaries = [download_shard(_as_kfp_passes_it(s), out) for s, out in zip(shards, outs)]
+    assert source.name not in available()
+
+    assert [(s["tracks"], s["rejected"]) for s in summaries] == [(2, 2), (1, 1)]
+    rows = [row for out in outs for row in _manifest(out)]
+    prefix = "local-folder-template-"
+    assert [r["track_id"] for r in rows] == [prefix + "a001", prefix + "a002", prefix + "a006"]
+    assert all(tuple(r) == schema.TRACK_FIELDS and r["source"] == source.name for r in rows)
+    assert [r["split"] for r in rows] == ["train", "test", "valid"]
+    assert rows[0]["captions"] == ["slow sad piano, with rain"]
+    assert rows[2]["captions"] == ["two lines\nof caption"] and rows[2]["licence"] == "CC-BY-4.0"
+    assert [r["path"] for r in rows] == [f"audio/{prefix}a001.wav", f"audio/{prefix}a002.wav",
+                                         f"audio/{prefix}a006.flac"]
+    assert (tmp_path / "raw0" / rows[0]["path"]).read_bytes() == b"audio bytes of a001.wav"
+    rejected = {r["item"]: r["reason"] for out in outs for r in read_rejections(out)}
+    assert set(rejected) == {"../evil", prefix + "a004", prefix + "a005"}
+    assert "unsafe" in rejected["../evil"] and "not found" in rejected[prefix + "a004"]
+    assert "holdout" in rejected[prefix + "a005"]
+    assert not any("evil" in p.name for p in tmp_path.rglob("*"))
+
+
+def test_template_source_resumes_without_refetching(tmp_path):
+    source = LocalFolderSource(_write_listing(tmp_path / "data"))
+    with registered(source):
+        shard = list_shards([source.name], 2, 2, seed=0)[0]
+        out = str(tmp_path / "raw")
+        download_shard(shard, out)
+        first = _manifest(out)
+        # An interrupted attempt left a001's file; its source is gone, so only a resume keeps it.
+        (tmp_path / "data" / "audio" / "a001.wav").unlink()
+        assert download_shard(shard, out)["rejected"] == 0 and _manifest(out) == first
+        summary = download_shard(shard, str(tmp_path / "fresh"))
+    assert summary["tracks"] == 1 and summary["rejected"] == 1
+
+
+def test_template_listing_without_a_column_fails_planning(tmp_path):
+    listing = tmp_path / "listing.csv"
+    listing.write_text("track_id,path,split,caption\na,a.wav,train,x\n")
+    source = LocalFolderSource(str(listing))
+    with registered(source), pytest.raises(ValueError, match=r"lacks columns \['licence'\]"):
+        list_shards([source.name], 10, 5, 0)

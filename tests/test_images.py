@@ -360,7 +360,7 @@ def test_audio_image_installs_the_library_without_deps():
     assert "torchaudio" in builder and "audio.txt" in builder
     # The build proves all three families' packages import, on transformers 4.x.
     runtime = " ".join(r.value for r in df.of("RUN", final))
-    for module in ("muq", "music2latent", "transformers", "musictext.audio"):
+    for module in ("muq", "music2latent", "transformers", "musictext.embed"):
         assert re.search(rf"import [^;\"]*\b{re.escape(module)}\b", runtime), module
     assert "< 5" in runtime
 
