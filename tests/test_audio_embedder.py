@@ -10,7 +10,11 @@ import pytest
 import torch
 
 from musictext.audio import build_embedder, enrich, music2latent_features
-from musictext.audio.loaders import load_music2latent, m2l_checkpoint_path, save_music2latent_checkpoint
+from musictext.audio.families.music2latent import (
+    load_music2latent,
+    m2l_checkpoint_path,
+    save_music2latent_checkpoint,
+)
 from musictext.config import FAMILIES, load_family_config
 
 torch.set_num_threads(1)

@@ -8,7 +8,6 @@ import torch
 
 from musictext.audio import cut_windows, enrich, music2latent_features, prepare_waveform, window_starts
 from musictext.audio.decode import check_waveform
-from musictext.audio.embedder import target_dim_for
 from musictext.config import FAMILIES, load_family_config
 from musictext.rejects import ItemError
 
@@ -180,12 +179,11 @@ def test_production_target_dims():
     want = {"muq": 1536, "mert": 76800, "music2latent": 576}
     for family in FAMILIES:
         audio = load_family_config(family, "production").audio
-        assert audio.target_dim == want[family]
-        assert target_dim_for(audio) == want[family]  # computed without weights
+        assert audio.target_dim == want[family]  # computed without weights
 
 
 def test_demo_target_dims_follow_config():
     audio = load_family_config("mert", "demo").audio
-    assert target_dim_for(audio) == 3 * (audio.num_hidden_layers + 1) * audio.hidden_size
+    assert audio.target_dim == 3 * (audio.num_hidden_layers + 1) * audio.hidden_size
     audio = load_family_config("music2latent", "demo").audio
-    assert target_dim_for(audio) == 9 * audio.latent_channels
+    assert audio.target_dim == 9 * audio.latent_channels

@@ -198,7 +198,7 @@ def test_music2latent_checkpoint_from_a_bucket(gcs, tmp_path, monkeypatch):
     from music2latent.models import UNet
 
     from musictext.audio import build_embedder
-    from musictext.audio.loaders import m2l_checkpoint_path, save_music2latent_checkpoint
+    from musictext.audio.families.music2latent import m2l_checkpoint_path, save_music2latent_checkpoint
     from musictext.config import load_family_config
     from tests.audio_fixtures import tone
 

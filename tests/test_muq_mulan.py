@@ -17,7 +17,7 @@ import fsspec
 import pytest
 import torch
 
-from musictext.audio.loaders import muq_mulan_config
+from musictext.audio.families.muq import muq_mulan_config
 from musictext.config import load_family_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,5 @@
-"""ContrastiveLoss: hand examples, and the cross-rank gather against the single-process loss."""
+"""ContrastiveLoss: hand examples, and the cross-rank gather against the single-process loss;
+the loss registry that the stage config chooses from."""
 
 import math
 import os
@@ -8,7 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from musictext.train.loss import ContrastiveLoss
+from pydantic import ValidationError
+
+from musictext.config import LOSS_NAMES, StageConfig, TrainConfig
+from musictext.train.loss import LOSSES, ContrastiveLoss, build_loss, register_loss
 
 WORLD = 2
 
@@ -56,6 +60,59 @@ def test_temperature_learnable_and_clamped():
     x = F.normalize(torch.randn(4, 3), dim=-1)
     learn(x, x.roll(1, 0))["loss"].backward()
     assert learn.log_scale.grad is not None and learn.log_scale.grad.item() != 0.0
+
+
+# -- the registry ----------------------------------------------------------------------------
+def test_default_losses_reproduce_the_stage_objectives():
+    train = TrainConfig()
+    assert (train.stage1.loss, train.stage2.loss) == ("infonce", "infonce_mse")
+    assert StageConfig(mse_weight=0.5).loss == "infonce_mse"  # a config file that only sets the weight
+    assert set(LOSSES) == LOSS_NAMES  # every name a config accepts builds a loss
+    torch.manual_seed(0)
+    a, b = F.normalize(torch.randn(6, 8), dim=-1), F.normalize(torch.randn(6, 8), dim=-1)
+    for stage, weight in ((train.stage1, 0.0), (train.stage2, 1.0), (StageConfig(loss="infonce", mse_weight=1.0), 0.0)):
+        built = build_loss(stage, 0.2)
+        assert type(built) is ContrastiveLoss and built.mse_weight == weight
+        # bit-identical to the loss the trainer constructed before the registry existed
+        assert torch.equal(built(a, b)["loss"], ContrastiveLoss(0.2, stage.learn_temperature, weight)(a, b)["loss"])
+
+
+def test_unknown_loss_fails_at_config_validation():
+    with pytest.raises(ValidationError, match="unknown loss 'infonse'; known losses: infonce, infonce_mse"):
+        StageConfig(loss="infonse")
+    with pytest.raises(ValidationError, match="unknown loss"):
+        TrainConfig.model_validate({"stage2": {"loss": "triplet"}})
+
+
+@pytest.fixture
+def registered():
+    names = []
+    yield names
+    for name in names:
+        LOSSES.pop(name, None)
+        LOSS_NAMES.discard(name)
+
+
+def test_registering_a_loss_makes_it_selectable(registered):
+    class Cosine(torch.nn.Module):
+        def __init__(self, temperature):
+            super().__init__()
+            self.temperature = temperature
+
+        def forward(self, text, audio):
+            gap = 1.0 - (text * audio).sum(-1).mean()
+            return {"loss": gap}
+
+    with pytest.raises(ValidationError, match="unknown loss 'cosine'"):
+        StageConfig(loss="cosine")
+    registered.append("cosine")
+    register_loss("cosine")(lambda stage, temperature: Cosine(temperature))
+    stage = StageConfig(loss="cosine", temperature=0.3)
+    built = build_loss(stage, stage.temperature)
+    assert isinstance(built, Cosine) and built.temperature == 0.3
+    assert built(torch.eye(2), torch.eye(2))["loss"].item() == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="already registered"):
+        register_loss("infonce")(lambda stage, temperature: Cosine(temperature))
 
 
 # -- two gloo ranks --------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The training program through torchrun: a toy task that must be learned, stage 2 on DDP,
-a simulated two-node run, and failures surfacing with the log tail."""
+a simulated two-node run, failures surfacing with the log tail, and a loss chosen by config."""
 
 import json
 import os
@@ -8,10 +8,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from musictext.config import load_family_config
 from musictext.metrics import chance_metrics
-from musictext.train.launch import run_args, train_stage
+from musictext.train.launch import PROGRAM, LocalConfig, TrainJobSpec, launch
 from musictext.text_encoder import TextEmbedder
 
 BLOCK = 16
@@ -33,6 +34,13 @@ def toy(toy_dataset, tiny_base_model):
             "text": str(root / "text"), "targets": str(root / "targets")}
 
 
+def _job(toy, stage: int, out_dir: str, **what) -> TrainJobSpec:
+    """The toy task's job: a resolved ``config=``, or by default the muq demo family + overrides."""
+    source = {} if "config" in what else {"family": "muq", "profile": "demo", "overrides": toy["overrides"]}
+    where = {"text_dir": toy["text"], "targets_dir": toy["targets"], "out_dir": out_dir}
+    return TrainJobSpec(**{**source, **where, **what, "stage": stage})
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _env():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -43,7 +51,7 @@ def _env():
 def stage1(toy):
     cfg = load_family_config("muq", "demo", toy["overrides"])
     out = str(toy["root"] / "stage1")
-    state = train_stage(cfg, 1, toy["text"], toy["targets"], out, log_dir=str(toy["root"] / "tb"))
+    state = launch(_job(toy, 1, out, config=cfg, log_dir=str(toy["root"] / "tb")), LocalConfig())
     return out, state
 
 
@@ -68,8 +76,7 @@ def test_stage1_learns_toy_task(stage1, toy):
 def test_stage2_from_stage1_on_two_processes(stage1, toy):
     out1, state1 = stage1
     out2 = str(toy["root"] / "stage2")
-    state = train_stage("muq", 2, toy["text"], toy["targets"], out2, init_dir=out1, nproc_per_node=2,
-                        profile="demo", overrides=toy["overrides"])
+    state = launch(_job(toy, 2, out2, init_dir=out1), LocalConfig(nproc_per_node=2))
     assert state["world_size"] == 2 and state["stage"] == 2
     # stage 2 continues from stage 1 (and its learned temperature) rather than from scratch
     assert state["temperature"] != pytest.approx(0.07)
@@ -81,8 +88,7 @@ def test_stage2_from_stage1_on_two_processes(stage1, toy):
 
 def test_failure_raises_with_log_tail(toy, tmp_path):
     with pytest.raises(RuntimeError, match=r"(?s)training failed \(exit \d+\).*missing"):
-        train_stage("muq", 1, str(tmp_path / "missing"), toy["targets"], str(tmp_path / "out"),
-                    profile="demo", overrides=toy["overrides"])
+        launch(_job(toy, 1, str(tmp_path / "out"), text_dir=str(tmp_path / "missing")), LocalConfig())
 
 
 def _free_port() -> int:
@@ -95,14 +101,13 @@ def test_two_node_simulation(toy, tmp_path):
     """Two torchrun 'nodes' on 127.0.0.1 with a static rendezvous form one world of size 2."""
     overrides = json.loads(json.dumps(toy["overrides"]))
     overrides["train"]["stage1"]["epochs"] = 1
-    args = run_args("muq", 1, toy["text"], toy["targets"], str(tmp_path / "out"), profile="demo",
-                    overrides=overrides)
+    args = _job(toy, 1, str(tmp_path / "out"), overrides=overrides).program_args()
     port = _free_port()
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank),
              "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
-             "-m", "musictext.train.run", *args],
+             "-m", PROGRAM, *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         for rank in (0, 1)
@@ -112,3 +117,46 @@ def test_two_node_simulation(toy, tmp_path):
     state = json.load(open(tmp_path / "out" / "train_state.json"))
     assert state["world_size"] == 2
     assert state["n_train"] == toy["info"]["splits"]["train"]
+
+
+class _CosineLoss(torch.nn.Module):
+    """A loss with no temperature to learn: mean 1 - cos(text, target)."""
+
+    temperature = 0.5
+
+    def forward(self, text, audio):
+        gap = 1.0 - (text * audio).sum(-1).mean()
+        return {"loss": gap, "gap": gap.detach()}
+
+
+@pytest.fixture
+def cosine_loss():
+    """Registers "test_cosine" for one test; records the stage configs it was built for."""
+    from musictext.config import LOSS_NAMES
+    from musictext.train.loss import LOSSES, register_loss
+
+    built = []
+
+    @register_loss("test_cosine")
+    def make(stage, temperature):
+        built.append((stage, temperature))
+        return _CosineLoss()
+
+    yield built
+    LOSSES.pop("test_cosine")
+    LOSS_NAMES.discard("test_cosine")
+
+
+def test_registered_loss_is_chosen_by_config(toy, tmp_path, cosine_loss):
+    """The training program builds whatever loss the stage config names (in-process: world 1)."""
+    from musictext.train.run import parse_args, run
+
+    overrides = json.loads(json.dumps(toy["overrides"]))
+    overrides["train"]["stage1"].update(epochs=2, loss="test_cosine")
+    args = _job(toy, 1, str(tmp_path / "out"), overrides=overrides).program_args()
+    state = run(parse_args(args))
+    ((stage, temperature),) = cosine_loss
+    assert stage.loss == "test_cosine" and temperature == stage.temperature
+    assert state["temperature"] == 0.5  # recorded from the registered module, not InfoNCE's
+    # 1 - cos of unit vectors lies in [0, 2]; InfoNCE on 32-row batches would start near log(32) > 3
+    assert all(0.0 <= loss <= 2.0 for loss in state["losses"]) and state["losses"][-1] < state["losses"][0]

@@ -34,10 +34,21 @@ def train(
     """
     from musictext.config import stage_overrides
     from musictext.logs import setup_logging
-    from musictext.train.launch import run_train_task
+    from musictext.train.launch import launch_config, run_train_task
 
     setup_logging()
+    # The one launch object: each launcher takes the knobs it has fields for (local: no image).
+    config = launch_config(
+        launcher,
+        nnodes=nnodes,
+        nproc_per_node=nproc_per_node,
+        gpus_per_node=gpus_per_node,
+        node_selector=node_selector,
+        image=train_image,
+        timeout_s=timeout_minutes * 60 or None,
+    )
     state = run_train_task(
+        config,
         family=family,
         profile=profile,
         stage=stage,
@@ -46,12 +57,5 @@ def train(
         targets=targets,
         model=model,
         init=init,
-        launcher=launcher,
-        nnodes=nnodes,
-        nproc_per_node=nproc_per_node,
-        gpus_per_node=gpus_per_node,
-        node_selector=node_selector,
-        image=train_image,
-        timeout_s=timeout_minutes * 60,
     )
     model.metadata.update({k: v for k, v in state.items() if isinstance(v, (int, float, str))})

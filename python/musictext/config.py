@@ -1,8 +1,9 @@
 """Typed configuration: one YAML per model family, shipped in ``musictext/configs/``.
 
-The three families (muq, mert, music2latent) share every code path; they differ only by the
-values in their config. Each YAML holds the production settings plus named ``profiles`` (e.g.
-``demo``) that are deep-merged on top, so the laptop demo and the cluster run read the same file.
+The families (one module each in ``musictext/audio/families/``) share every code path; they
+differ only by their audio section, a config class per family chosen by ``kind``. Each YAML
+holds the production settings plus named ``profiles`` (e.g. ``demo``) that are deep-merged on
+top, so the laptop demo and the cluster run read the same file.
 """
 
 from __future__ import annotations
@@ -10,82 +11,24 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from musictext.audio import families
 
-FAMILIES: tuple[str, ...] = ("muq", "mert", "music2latent")
-Family = Literal["muq", "mert", "music2latent"]
+# The family modules are the one source of family names.
+FAMILIES: tuple[str, ...] = families.FAMILY_NAMES
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
-class AudioConfig(_Strict):
-    """How the audio target vectors are computed (see navidrome-contract.md)."""
-
-    kind: Literal["muq_mulan", "mert", "music2latent"]
-    # Hub id, local directory or bucket URI (gs://, s3://) of the real checkpoint.
-    model: str
-    # MuQ-MuLan only: where its towers live ({audio_model: .., text_model: ..}; hub id, directory
-    # or bucket URI). Its config.json names hub ids that it loads before its own checkpoint
-    # replaces their weights, so a cluster without internet mirrors those two as well.
-    towers: dict[str, str] = Field(default_factory=dict)
-    # Demo/tests: build a small random-init model of the real architecture instead of loading.
-    random_init: bool = False
-    # Architecture overrides for the random-init model (e.g. fewer layers); ignored when loading.
-    random_init_arch: dict[str, Any] = Field(default_factory=dict)
-    sample_rate: int
-    # Window/hop in seconds; None means the whole track in one pass (Music2Latent).
-    window_s: float | None = None
-    hop_s: float | None = None
-    # Architecture numbers the target dimension is computed from (no weights needed).
-    embed_dim: int | None = None  # muq: per-window MuLan latent (512)
-    num_hidden_layers: int | None = None  # mert: transformer layers (24) -> 25 hidden states
-    hidden_size: int | None = None  # mert: 1024
-    latent_channels: int | None = None  # music2latent: 64
-    # Throughput knobs; targets are always reduced and enriched in float32.
-    batch_windows: int = 8
-    # MuQ-MuLan: 10 s clips per audio-tower call (the sidecar's serial mode is 1; larger calls
-    # keep a GPU busy, but on a CPU the spectrograms of many clips at once cost more than they save).
-    clips_per_call: int = 12
-    autocast: Literal["none", "bf16", "fp16"] = "none"
-    storage_dtype: Literal["float32", "float16"] = "float32"
-    decode_workers: int = 2
-
-    @model_validator(mode="after")
-    def _check_arch(self) -> "AudioConfig":
-        need = {
-            "muq_mulan": ("embed_dim", "window_s", "hop_s"),
-            "mert": ("num_hidden_layers", "hidden_size", "window_s", "hop_s"),
-            "music2latent": ("latent_channels",),
-        }[self.kind]
-        missing = [name for name in need if getattr(self, name) is None]
-        if missing:
-            raise ValueError(f"audio config of kind {self.kind!r} needs {missing}")
-        allowed = {"audio_model", "text_model"} if self.kind == "muq_mulan" else set()
-        unknown = sorted(set(self.towers) - allowed)
-        if unknown:
-            raise ValueError(f"audio.towers of kind {self.kind!r} may name {sorted(allowed)}, not {unknown}")
-        return self
-
-    @property
-    def window_dim(self) -> int:
-        """Rows of the per-window matrix x[D, T] that is enriched."""
-        if self.kind == "muq_mulan":
-            return int(self.embed_dim)
-        if self.kind == "mert":
-            return (int(self.num_hidden_layers) + 1) * int(self.hidden_size)
-        # re/im interleave (2*C rows) + magnitude (C rows)
-        return 3 * int(self.latent_channels)
-
-    @property
-    def target_dim(self) -> int:
-        """Length of the enriched vector: [mean | IQR/1.349 | dmean]."""
-        return 3 * self.window_dim
+# How the audio target vectors are computed (see navidrome-contract.md): each family's own
+# config class (muq: MuQAudioConfig, ...), picked by ``kind``.
+AudioConfig = Annotated[Union[families.audio_config_classes()], Field(discriminator="kind")]
 
 
 class TextConfig(_Strict):
@@ -98,6 +41,12 @@ class TextConfig(_Strict):
     lowercase: bool = True
 
 
+# Loss names a stage may choose. musictext.train.loss maps each to its factory, and its
+# register_loss adds new ones here: the names live in the foundation so that every step can
+# validate a config without importing the trainer.
+LOSS_NAMES: set[str] = {"infonce", "infonce_mse"}
+
+
 class StageConfig(_Strict):
     epochs: int = 3
     batch_size: int = 32
@@ -107,9 +56,20 @@ class StageConfig(_Strict):
     warmup_ratio: float = 0.1
     temperature: float = 0.07
     learn_temperature: bool = True
-    mse_weight: float = 0.0  # stage 2 adds MSE to the target vector
+    # The objective, by name: "infonce", or "infonce_mse" (InfoNCE + mse_weight × MSE to the
+    # target). Unset: "infonce_mse" when mse_weight > 0 (stage 2 adds MSE), else "infonce".
+    loss: str | None = None
+    mse_weight: float = 0.0  # weight of the MSE term of "infonce_mse"
     # Freeze the text tower's embeddings and the first N transformer layers (speed on CPU).
     freeze_layers: int = 0
+
+    @model_validator(mode="after")
+    def _resolve_loss(self) -> "StageConfig":
+        if self.loss is None:
+            self.loss = "infonce_mse" if self.mse_weight else "infonce"
+        if self.loss not in LOSS_NAMES:
+            raise ValueError(f"unknown loss {self.loss!r}; known losses: {', '.join(sorted(LOSS_NAMES))}")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -120,16 +80,31 @@ class TrainConfig(_Strict):
 
 
 class ExportConfig(_Strict):
-    # Navidrome's model id: checkpoints/{name}_best_r1.pt
-    name: Literal["muq", "mert", "latent"]
+    # Navidrome's model id: checkpoints/{name}_best_r1.pt (the family's export_name)
+    name: str
 
 
 class FamilyConfig(_Strict):
-    family: Family
+    family: str
     audio: AudioConfig
     text: TextConfig = TextConfig()
     train: TrainConfig = TrainConfig()
     export: ExportConfig
+
+    @field_validator("family")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        families.family(name)  # raises, naming the known families
+        return name
+
+    @model_validator(mode="after")
+    def _matches_family(self) -> "FamilyConfig":
+        spec = families.family(self.family)
+        if self.audio.kind != spec.kind:
+            raise ValueError(f"family {spec.name!r} takes audio of kind {spec.kind!r}, not {self.audio.kind!r}")
+        if self.export.name != spec.export_name:
+            raise ValueError(f"family {spec.name!r} exports as {spec.export_name!r}, not {self.export.name!r}")
+        return self
 
 
 # The chart mounts its copies of these files and points this variable at them.

@@ -176,6 +176,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--gpu-clips", type=int, default=64)
     ap.add_argument("--autocast", default="bf16", choices=["bf16", "fp16", "none"])
+    ap.add_argument("--settings", default="demo-cpu,real-gpu",
+                    help="which rows: demo-cpu (small models on the CPU), real-gpu (real sizes, needs CUDA)")
     ap.add_argument("--out", default=str(ROOT / "build" / "bench" / "audio.json"))
     args = ap.parse_args(argv)
     if args.threads:
@@ -184,10 +186,11 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for fam in families:
+        settings = args.settings.split(",")
+        for fam in families if "demo-cpu" in settings else []:
             n = args.clips or CPU_CLIPS[fam]
             rows += bench_family(fam, "demo", {}, n, args.secs, tmp, "demo-cpu", "cpu", args.repeats)
-        if torch.cuda.is_available():
+        if "real-gpu" in settings and torch.cuda.is_available():
             for fam in families:
                 over = {"audio": {"random_init": True, "autocast": args.autocast}}
                 if fam == "music2latent":
@@ -208,7 +211,7 @@ def real_m2l_checkpoint(tmp: Path) -> str:
     """The real Music2Latent UNet with seeded random weights, saved where our loader finds it."""
     from music2latent.models import UNet
 
-    from musictext.audio.loaders import save_music2latent_checkpoint
+    from musictext.audio.families.music2latent import save_music2latent_checkpoint
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

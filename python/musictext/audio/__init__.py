@@ -1,10 +1,12 @@
 """Audio targets computed exactly as Navidrome's sidecar computes them.
 
 Public API: ``enrich``, ``music2latent_features``, ``window_starts``, ``build_embedder``,
-``AudioEmbedder``, ``target_dim_for``; ``musictext.audio.targets.embed_clips`` for the KFP step.
+``AudioEmbedder``; the families (configs, adapters, loaders) live in
+``musictext.audio.families``; ``musictext.embed.targets.embed_clips`` is the KFP step.
 """
 
-from musictext.audio.embedder import AudioEmbedder, FamilyAdapter, build_embedder, target_dim_for
+from musictext.audio.embedder import AudioEmbedder, build_embedder
+from musictext.audio.families.base import FamilyAdapter
 from musictext.audio.features import (
     cut_windows,
     enrich,
@@ -18,7 +20,6 @@ __all__ = [
     "AudioEmbedder",
     "FamilyAdapter",
     "build_embedder",
-    "target_dim_for",
     "cut_windows",
     "enrich",
     "music2latent_features",

@@ -1,11 +1,12 @@
-"""One embedding code path for the three audio families.
+"""One embedding code path for every audio family.
 
 waveform -> mono -> resample -> units (windows, or the whole track) -> batched model calls
 -> per-unit columns [D, t] -> per-track x[D, T] -> enrich -> [3*D].
 
-A ``FamilyAdapter`` holds only what truly differs between the families: how a track becomes
-units, and how a batch of equal-length units becomes columns. Everything else -- batching
-windows across tracks, autocast, float32 reduction, enrichment -- is shared.
+A family's ``FamilyAdapter`` (``musictext.audio.families.<family>``) holds only what truly
+differs between the families: how a track becomes units, and how a batch of equal-length units
+becomes columns. Everything else -- batching windows across tracks, autocast, float32
+reduction, enrichment -- is shared.
 """
 
 from __future__ import annotations
@@ -14,119 +15,11 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
-from musictext.audio.features import (
-    cut_windows,
-    enrich,
-    music2latent_features,
-    prepare_waveform,
-    window_starts,
-)
-from musictext.config import AudioConfig
-
-# music2latent.encode's internal batching length (the sidecar passes 10 s at 44.1 kHz).
-M2L_MAX_WAVEFORM = 44100 * 10
-
-
-class FamilyAdapter:
-    """The per-family strategy. Subclasses never touch enrichment or cross-track batching."""
-
-    def __init__(self, cfg: AudioConfig, loaded=None):
-        self.cfg = cfg
-        self.loaded = loaded
-
-    def units(self, mono: torch.Tensor) -> list[torch.Tensor]:
-        """Model inputs of one track (each [samples]); units of equal length may be batched."""
-        raise NotImplementedError
-
-    def n_units(self, samples: int) -> int:
-        """How many units a track of ``samples`` samples (at the model rate) becomes."""
-        return 1
-
-    def run(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """[B, samples] equal-length units -> B float32 matrices [D, t]."""
-        raise NotImplementedError
-
-
-class _Windowed(FamilyAdapter):
-    def _chunk_hop(self) -> tuple[int, int]:
-        sr = self.cfg.sample_rate
-        return int(float(self.cfg.window_s) * sr), int(float(self.cfg.hop_s) * sr)
-
-    def units(self, mono):
-        return cut_windows(mono, *self._chunk_hop())
-
-    def n_units(self, samples):
-        return len(window_starts(samples, *self._chunk_hop()))
-
-
-class MuQAdapter(_Windowed):
-    """``model(wavs=[B, samples]) -> [B, embed_dim]`` (MuLan averages its 10 s clip latents).
-
-    The real MuQMuLan runs its audio tower on one 10 s clip at a time; here the clips of all the
-    batch's windows go through the tower ``clips_per_call`` at a time (the same latents within
-    float noise, in far fewer GPU calls).
-    """
-
-    def run(self, batch):
-        model = self.loaded.model
-        tower = getattr(model, "mulan_module", None)
-        if tower is None:  # a stand-in with the call signature only
-            out = model(wavs=batch)
-        else:
-            clips = [model._get_all_clips(w) for w in batch]  # MuLan's own cut (the last clip wraps)
-            flat, size = torch.cat(clips), max(1, int(self.cfg.clips_per_call))
-            latents = torch.cat([tower.get_audio_latents(flat[k : k + size]) for k in range(0, len(flat), size)])
-            out = torch.stack([part.mean(0) for part in latents.split([len(c) for c in clips])])
-        return [row.float()[:, None] for row in out]
-
-
-class MertAdapter(_Windowed):
-    """Feature extractor, ``output_hidden_states``, mean over frames of all L+1 states."""
-
-    def run(self, batch):
-        processor, model = self.loaded.processor, self.loaded.model
-        arrays = [np.asarray(w.detach().cpu(), dtype=np.float32) for w in batch]
-        inputs = processor(arrays, sampling_rate=self.loaded.sample_rate, return_tensors="pt")
-        device = next(model.parameters()).device
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        out = model(**inputs, output_hidden_states=True)
-        # [L+1, B, frames, H] -> mean over frames in float32 -> [B, (L+1)*H], layer-major.
-        states = torch.stack([h.float() for h in out.hidden_states]).mean(dim=2)
-        flat = states.permute(1, 0, 2).reshape(states.shape[1], -1)
-        return [row[:, None] for row in flat]
-
-
-class Music2LatentAdapter(FamilyAdapter):
-    """The whole track through ``encode``; equal-length tracks share one call as "channels"
-    (music2latent encodes channels independently)."""
-
-    def units(self, mono):
-        return [mono]
-
-    def run(self, batch):
-        latents = self.loaded.model.encode(
-            batch,
-            max_waveform_length=M2L_MAX_WAVEFORM,
-            max_batch_size=max(1, int(self.cfg.batch_windows)),
-        )
-        latents = torch.as_tensor(latents)
-        # Each track is a mono file: [C, T] -> the sidecar's mono quirk (zero imaginary part).
-        return [music2latent_features(latent) for latent in latents]
-
-
-ADAPTERS: dict[str, type[FamilyAdapter]] = {
-    "muq_mulan": MuQAdapter,
-    "mert": MertAdapter,
-    "music2latent": Music2LatentAdapter,
-}
-
-
-def target_dim_for(cfg: AudioConfig) -> int:
-    """Enriched target length computed from the config alone (no weights loaded)."""
-    return cfg.target_dim
+from musictext.audio.families import family_for_kind
+from musictext.audio.families.base import AudioConfigBase, FamilyAdapter, FamilySpec, Loaded
+from musictext.audio.features import enrich, prepare_waveform
 
 
 def _autocast_dtype(name: str):
@@ -136,11 +29,11 @@ def _autocast_dtype(name: str):
 class AudioEmbedder:
     """Audio -> target vector, exactly as Navidrome's sidecar computes it."""
 
-    def __init__(self, cfg: AudioConfig, adapter: FamilyAdapter, device: torch.device):
+    def __init__(self, cfg: AudioConfigBase, adapter: FamilyAdapter, device: torch.device):
         self.cfg = cfg
         self.adapter = adapter
         self.device = device
-        # The per-family row counts live in one place: AudioConfig.window_dim.
+        # The per-family row counts live in one place: the family config's window_dim.
         self.window_dim = cfg.window_dim
         self.target_dim = cfg.target_dim
         self.sample_rate = int(cfg.sample_rate)
@@ -210,11 +103,20 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build_embedder(audio_cfg: AudioConfig, device: str | torch.device | None = None) -> AudioEmbedder:
-    """Load (or random-init) the model named by ``audio_cfg`` and wrap it in the shared path."""
-    from musictext.audio.loaders import load_model
+def load_model(spec: FamilySpec, cfg: AudioConfigBase, device: torch.device) -> Loaded:
+    """The family's real checkpoint, or its seeded random-init stand-in; checks the model rate."""
+    loaded = (spec.build_random_init if cfg.random_init else spec.load_checkpoint)(cfg, device)
+    if int(loaded.sample_rate) != int(cfg.sample_rate):
+        raise ValueError(
+            f"{cfg.model}: the model consumes {loaded.sample_rate} Hz but the audio config says "
+            f"sample_rate={cfg.sample_rate}; fix configs/ so clips are rendered at the model rate"
+        )
+    return loaded
 
+
+def build_embedder(audio_cfg: AudioConfigBase, device: str | torch.device | None = None) -> AudioEmbedder:
+    """Load (or random-init) the model named by ``audio_cfg`` and wrap it in the shared path."""
+    spec = family_for_kind(audio_cfg.kind)
     device = torch.device(device) if device is not None else default_device()
-    loaded = load_model(audio_cfg, device)
-    adapter = ADAPTERS[audio_cfg.kind](audio_cfg, loaded)
+    adapter = spec.adapter(audio_cfg, load_model(spec, audio_cfg, device))
     return AudioEmbedder(audio_cfg, adapter, device)

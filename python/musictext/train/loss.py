@@ -1,5 +1,12 @@
-"""Symmetric InfoNCE (+ optional MSE to the target) that owns the cross-rank gather.
+"""Training losses, chosen by name (``StageConfig.loss``) through a small registry.
 
+A loss is an ``nn.Module`` whose ``forward(text, audio)`` takes [B, D] L2-normalised local rows
+(same clip order) and returns a dict: "loss" (what is minimised) plus detached scalars that the
+trainer logs as ``train/<key>``; it has a ``temperature`` (float) that the trainer records, so
+that stage 2 can continue from stage 1's. ``register_loss(name)`` adds a factory
+``(stage_config, temperature) -> module``; the built-in ones are at the end.
+
+ContrastiveLoss (symmetric InfoNCE, + optional MSE to the target) owns the cross-rank gather.
 Each rank computes the loss of its LOCAL rows against the GLOBAL batch (features of every rank
 gathered with autograd). Row ``i`` of rank ``r`` is positive with global column
 ``r * B + i``: labels are offset by rank, which is correct because every clip occurs once in
@@ -11,11 +18,14 @@ ranks, so the update equals that of the single-process loss on the concatenated 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from musictext.config import LOSS_NAMES, StageConfig
 
 
 def world() -> tuple[int, int]:
@@ -75,4 +85,45 @@ class ContrastiveLoss(nn.Module):
         # 1/76,800 for MERT and vanish next to InfoNCE.
         mse = (text - audio).pow(2).sum(-1).mean()
         loss = infonce + self.mse_weight * mse if self.mse_weight else infonce
-        return {"loss": loss, "infonce": infonce.detach(), "mse": mse.detach(), "scale": scale.detach()}
+        return {"loss": loss, "infonce": infonce.detach(), "mse": mse.detach(), "logit_scale": scale.detach()}
+
+
+# -- the registry ---------------------------------------------------------------------------
+LossFactory = Callable[[StageConfig, float], nn.Module]
+LOSSES: dict[str, LossFactory] = {}
+
+
+def register_loss(name: str) -> Callable[[LossFactory], LossFactory]:
+    """Decorator: make ``factory(stage, temperature)`` the loss that ``loss: <name>`` selects.
+
+    The name is also added to the names a config accepts. The training processes must import
+    the module that registers it (built-in losses live here for that reason).
+    """
+
+    def add(factory: LossFactory) -> LossFactory:
+        if name in LOSSES:
+            raise ValueError(f"loss {name!r} is already registered")
+        LOSSES[name] = factory
+        LOSS_NAMES.add(name)
+        return factory
+
+    return add
+
+
+def build_loss(stage: StageConfig, temperature: float) -> nn.Module:
+    """The loss ``stage.loss`` names, starting at ``temperature`` (stage 2: stage 1's learned one)."""
+    try:
+        factory = LOSSES[stage.loss]
+    except KeyError:
+        raise ValueError(f"no loss registered as {stage.loss!r}; registered: {', '.join(sorted(LOSSES))}") from None
+    return factory(stage, temperature)
+
+
+@register_loss("infonce")
+def infonce(stage: StageConfig, temperature: float) -> nn.Module:
+    return ContrastiveLoss(temperature, stage.learn_temperature)
+
+
+@register_loss("infonce_mse")
+def infonce_mse(stage: StageConfig, temperature: float) -> nn.Module:
+    return ContrastiveLoss(temperature, stage.learn_temperature, stage.mse_weight)

@@ -1,4 +1,6 @@
-"""PyTorchJob (kubeflow.org/v1) manifests, submission, and a wait that fails when the job fails.
+"""PyTorchJob (kubeflow.org/v1) on the cluster: submission, and a wait that fails when the job fails.
+
+The object itself is built from its typed config in ``musictext.train.launch.pytorchjob``.
 
 Lessons from the retired kfp pytorch-launcher: the wait is bounded by a JOB timeout (wall clock
 over many short polls, each with its own short API-request timeout), and a job whose condition
@@ -12,9 +14,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
-
-from musictext.cluster import GPU_RESOURCE
 
 log = logging.getLogger(__name__)
 
@@ -35,113 +34,6 @@ def job_name(prefix: str) -> str:
     return f"{stem}-{uuid.uuid4().hex[:6]}"
 
 
-def _resources(gpus: int, cpu: str | None, memory: str | None) -> dict:
-    limits: dict[str, Any] = {}
-    requests: dict[str, Any] = {}
-    if gpus:
-        limits[GPU_RESOURCE] = gpus
-    if cpu:
-        requests["cpu"] = limits["cpu"] = cpu
-    if memory:
-        requests["memory"] = limits["memory"] = memory
-    out = {}
-    if limits:
-        out["limits"] = limits
-    if requests:
-        out["requests"] = requests
-    return out
-
-
-def _pod_template(
-    image: str, args: list[str], gpus: int, node_selector, tolerations, service_account,
-    env: dict[str, str] | None, cpu, memory, image_pull_policy, labels,
-) -> dict:
-    container = {
-        "name": CONTAINER,
-        "image": image,
-        # Bare torchrun: nnodes, nproc-per-node, node rank and master address/port come from
-        # the PET_* variables the operator sets on every replica.
-        "command": ["torchrun", "-m", "musictext.train.run"],
-        "args": [str(a) for a in args],
-        "env": [{"name": k, "value": str(v)} for k, v in sorted((env or {}).items())],
-        "ports": [{"name": "pytorchjob-port", "containerPort": DEFAULT_PORT}],
-        # NCCL and DataLoader workers need more than the default 64 MiB /dev/shm.
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
-    }
-    if image_pull_policy:
-        container["imagePullPolicy"] = image_pull_policy
-    resources = _resources(gpus, cpu, memory)
-    if resources:
-        container["resources"] = resources
-    spec: dict[str, Any] = {
-        "containers": [container],
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
-    }
-    if node_selector:
-        spec["nodeSelector"] = dict(node_selector)
-    if tolerations:
-        spec["tolerations"] = [dict(t) for t in tolerations]
-    if service_account:
-        spec["serviceAccountName"] = service_account
-    template: dict[str, Any] = {"spec": spec}
-    template["metadata"] = {
-        "labels": dict(labels or {}),
-        # Istio sidecars keep pods alive after training and block rendezvous traffic.
-        "annotations": {"sidecar.istio.io/inject": "false"},
-    }
-    return template
-
-
-def build_pytorchjob(
-    name: str,
-    namespace: str,
-    image: str,
-    args: list[str],
-    nnodes: int = 1,
-    nproc_per_node: int = 1,
-    gpus_per_node: int = 0,
-    node_selector: dict[str, str] | None = None,
-    tolerations: list[dict] | None = None,
-    service_account: str | None = None,
-    env: dict[str, str] | None = None,
-    cpu: str | None = None,
-    memory: str | None = None,
-    backoff_limit: int = 0,
-    ttl_seconds_after_finished: int | None = None,
-    active_deadline_seconds: int | None = None,
-    clean_pod_policy: str = "None",
-    image_pull_policy: str | None = None,
-    labels: dict[str, str] | None = None,
-) -> dict:
-    """A PyTorchJob: Master ×1 plus Worker ×(nnodes-1), each running ``torchrun``."""
-    if nnodes < 1 or nproc_per_node < 1:
-        raise ValueError("nnodes and nproc_per_node must be >= 1")
-    labels = {"app.kubernetes.io/part-of": "musictext", **(labels or {})}
-    template = _pod_template(
-        image, args, gpus_per_node, node_selector, tolerations, service_account, env, cpu,
-        memory, image_pull_policy, labels,
-    )
-    replicas = {"Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": template}}
-    if nnodes > 1:
-        replicas["Worker"] = {"replicas": nnodes - 1, "restartPolicy": "OnFailure", "template": template}
-    run_policy: dict[str, Any] = {"cleanPodPolicy": clean_pod_policy, "backoffLimit": backoff_limit}
-    if ttl_seconds_after_finished is not None:
-        run_policy["ttlSecondsAfterFinished"] = ttl_seconds_after_finished
-    if active_deadline_seconds is not None:
-        run_policy["activeDeadlineSeconds"] = active_deadline_seconds
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": KIND,
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {
-            "nprocPerNode": str(nproc_per_node),
-            "runPolicy": run_policy,
-            "pytorchReplicaSpecs": replicas,
-        },
-    }
-
-
-# -- cluster side ---------------------------------------------------------------------------
 def custom_objects_api():
     """CustomObjectsApi from the in-cluster service account, else the local kubeconfig."""
     from kubernetes import client, config

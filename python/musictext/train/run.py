@@ -34,7 +34,7 @@ from musictext.logs import progress, setup_logging
 from musictext.layout import MODEL_DIR, STATE_FILE
 from musictext.pairs import SplitData, load_splits, target_dim
 from musictext.train.data import CaptionPairs, collate, first_caption_pairs
-from musictext.train.loss import ContrastiveLoss
+from musictext.train.loss import build_loss
 from musictext.text_encoder import TextEmbedder
 
 log = logging.getLogger("musictext.train")
@@ -104,7 +104,7 @@ def stage_config(cfg: FamilyConfig, stage: int) -> StageConfig:
 class Objective(nn.Module):
     """Embedder + loss in one module, so DDP also synchronises the learnable temperature."""
 
-    def __init__(self, embedder: TextEmbedder, loss: ContrastiveLoss):
+    def __init__(self, embedder: TextEmbedder, loss: nn.Module):
         super().__init__()
         self.embedder = embedder
         self.loss = loss
@@ -230,11 +230,7 @@ def train_one_epoch(objective, loader, optimizer, scheduler, grad_clip, d: Dist,
         losses.append(float(out["loss"].detach()))
         step = scheduler.last_epoch
         if d.main and step % 10 == 0:
-            board.scalars(
-                {"train/loss": losses[-1], "train/infonce": float(out["infonce"]),
-                 "train/mse": float(out["mse"]), "train/logit_scale": float(out["scale"])},
-                step,
-            )
+            board.scalars({f"train/{key}": float(value) for key, value in out.items()}, step)
     return {
         "loss": mean_over_ranks(float(np.mean(losses)) if losses else float("nan"), d),
         "steps": len(losses),
@@ -261,7 +257,7 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"{args.text_dir}: {len(train_data)} usable training clips; need at least 2")
     pad_id = embedder.tokenizer.pad_token_id or 0
 
-    loss = ContrastiveLoss(initial_temperature(st, args.init_dir), st.learn_temperature, st.mse_weight)
+    loss = build_loss(st, initial_temperature(st, args.init_dir))
     objective = Objective(embedder, loss).to(d.device)
     model = objective
     if d.world > 1:

@@ -1,0 +1,154 @@
+"""What every model family module builds on: its config base, its adapter base, the loaded
+bundle, and the ``FamilySpec`` it exports as ``FAMILY``.
+
+Nothing here imports ``musictext.config``: the config imports the families to build its
+``audio`` union, so the dependency runs one way only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from musictext.audio.features import cut_windows, window_starts
+
+
+class AudioConfigBase(BaseModel):
+    """The ``audio:`` fields every family has; a family adds ``kind``, its own fields and
+    ``window_dim`` (pydantic models are ABCs: a family without it cannot be built)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Each family narrows this to ``Literal["<its kind>"]``; the config union discriminates on it.
+    kind: str
+    # Hub id, local directory or bucket URI (gs://, s3://) of the real checkpoint.
+    model: str
+    # Demo/tests: build a small random-init model of the real architecture instead of loading.
+    random_init: bool = False
+    # Architecture overrides for the random-init model (e.g. fewer layers); ignored when loading.
+    random_init_arch: dict[str, Any] = Field(default_factory=dict)
+    sample_rate: int
+    # Throughput knobs; targets are always reduced and enriched in float32.
+    batch_windows: int = 8
+    autocast: Literal["none", "bf16", "fp16"] = "none"
+    storage_dtype: Literal["float32", "float16"] = "float32"
+    decode_workers: int = 2
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_own_fields(cls, data: Any) -> Any:
+        # Says which kind refused a field (pydantic's own message names only the field).
+        if isinstance(data, dict):
+            foreign = sorted(set(data) - set(cls.model_fields))
+            if foreign:
+                raise ValueError(
+                    f"audio of kind {data.get('kind')!r} has no field {foreign}; "
+                    f"its fields are {sorted(cls.model_fields)}"
+                )
+        return data
+
+    @classmethod
+    def kind_name(cls) -> str:
+        """The one value this class's ``kind: Literal[...]`` accepts."""
+        values = get_args(cls.model_fields["kind"].annotation)
+        if len(values) != 1 or not isinstance(values[0], str):
+            raise TypeError(f"{cls.__name__}.kind must be Literal['<one kind>']")
+        return values[0]
+
+    @property
+    @abstractmethod
+    def window_dim(self) -> int:
+        """Rows of the per-window matrix x[D, T] that is enriched."""
+
+    @property
+    def target_dim(self) -> int:
+        """Length of the enriched vector: [mean | IQR/1.349 | dmean]."""
+        return 3 * self.window_dim
+
+
+class WindowedAudioConfig(AudioConfigBase):
+    """Families that cut a track into fixed windows (seconds) before the model."""
+
+    window_s: float
+    hop_s: float
+
+
+@dataclass
+class Loaded:
+    """A loaded model (eval mode, on its device), its preprocessor if any, the rate it consumes."""
+
+    model: Any
+    processor: Any = None
+    sample_rate: int = 0
+
+
+class FamilyAdapter(ABC):
+    """How a track becomes model units and a batch of units becomes columns [D, t].
+
+    Subclasses never touch enrichment or cross-track batching (the shared AudioEmbedder does).
+    """
+
+    def __init__(self, cfg: AudioConfigBase, loaded: Loaded | None = None):
+        self.cfg = cfg
+        self.loaded = loaded
+
+    def units(self, mono: torch.Tensor) -> list[torch.Tensor]:
+        """Model inputs of one track (each [samples]); the default is the whole track."""
+        return [mono]
+
+    def n_units(self, samples: int) -> int:
+        """How many units a track of ``samples`` samples (at the model rate) becomes."""
+        return 1
+
+    @abstractmethod
+    def run(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """[B, samples] equal-length units -> B float32 matrices [D, t]."""
+
+
+class WindowedAdapter(FamilyAdapter):
+    """Units are the config's windows, the last one aligned to the end of the track."""
+
+    cfg: WindowedAudioConfig
+
+    def _chunk_hop(self) -> tuple[int, int]:
+        sr = self.cfg.sample_rate
+        return int(float(self.cfg.window_s) * sr), int(float(self.cfg.hop_s) * sr)
+
+    def units(self, mono):
+        return cut_windows(mono, *self._chunk_hop())
+
+    def n_units(self, samples):
+        return len(window_starts(samples, *self._chunk_hop()))
+
+
+# (audio config, device) -> Loaded
+LoadFn = Callable[[Any, torch.device], Loaded]
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Everything the shared code needs from one family; its module exports it as ``FAMILY``."""
+
+    # configs/<name>.yaml and FamilyConfig.family
+    name: str
+    # its ``audio:`` section; ``config.kind_name()`` is the family's audio kind
+    config: type[AudioConfigBase]
+    adapter: type[FamilyAdapter]
+    # the real checkpoint (hub id, directory or bucket URI) and the seeded random-init stand-in
+    load_checkpoint: LoadFn
+    build_random_init: LoadFn
+    # Navidrome's model id: checkpoints/{export_name}_best_r1.pt; the family name unless set
+    export_name: str = ""
+
+    def __post_init__(self):
+        if not self.export_name:
+            object.__setattr__(self, "export_name", self.name)
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind_name()
