@@ -7,11 +7,17 @@ import json
 import logging
 import sys
 import time
+from typing import Any
 
+from musictext.clip.cut import CLIP_FORMATS
 from musictext.config import FAMILIES
 from musictext.logs import setup_logging
 
 log = logging.getLogger("musictext")
+
+# The pipeline function's signature and docstring define every parameter's option, type,
+# default and help; these add the checks a KFP type cannot express.
+CHOICES = {"clip_format": sorted(CLIP_FORMATS), "train_launcher": ["local", "pytorchjob"]}
 
 
 def _csv(value: str) -> list[str]:
@@ -33,44 +39,73 @@ def _key_value(value: str) -> tuple[str, str]:
     return key, val
 
 
-def add_pipeline_args(p: argparse.ArgumentParser) -> None:
-    """The pipeline parameters a user changes; unset ones keep the pipeline's defaults."""
-    g = p.add_argument_group("pipeline parameters")
-    g.add_argument("--sources", type=_csv, help="comma-separated sources (default: synthetic)")
-    g.add_argument("--corpus-size", type=int, help="clips per source (synthetic: 400)")
-    g.add_argument("--shard-size", type=int, help="tracks per download/clip shard")
-    g.add_argument("--clip-seconds", type=float, help="fixed clip length (s)")
-    g.add_argument("--clip-format", choices=["wav", "flac"],
-                   help="clip files: wav (default, fast to decode) or flac (smaller)")
-    g.add_argument("--families", type=_families, help=f"subset of {','.join(FAMILIES)}")
-    g.add_argument("--profile", help="config profile: demo or production")
-    g.add_argument("--epochs-stage1", type=int, help="override stage-1 epochs")
-    g.add_argument("--epochs-stage2", type=int, help="override stage-2 epochs")
-    g.add_argument("--batch-size", type=int, help="override training batch size")
-    g.add_argument("--seed", type=int)
-
-
-PARAM_NAMES = {
-    "sources": "sources",
-    "corpus_size": "corpus_size",
-    "shard_size": "shard_size",
-    "clip_seconds": "clip_seconds",
-    "clip_format": "clip_format",
-    "families": "families",
-    "profile": "profile",
-    "epochs_stage1": "epochs_stage1",
-    "epochs_stage2": "epochs_stage2",
-    "batch_size": "batch_size",
-    "seed": "seed",
+VALUE_TYPES = {"families": _families}
+# argparse settings per KFP parameter type (kfp's names for the annotations it accepts).
+TYPE_ARGS: dict[str, dict[str, Any]] = {
+    "Integer": {"type": int, "metavar": "N"},
+    "Float": {"type": float, "metavar": "X"},
+    "String": {"metavar": "TEXT"},
+    "Boolean": {"action": argparse.BooleanOptionalAction},
+    "List": {"type": _csv, "metavar": "A,B"},
+    "Dict": {"type": _key_value, "action": "append", "metavar": "KEY=VALUE"},
 }
 
 
+def pipeline_inputs() -> dict:
+    """The pipeline's parameters: name -> kfp InputSpec (type, default, description)."""
+    from musictext_kfp.musictext_pipeline import musictext_pipeline
+
+    return musictext_pipeline.component_spec.inputs or {}
+
+
+def option_name(param: str) -> str:
+    return "--" + param.replace("_", "-")
+
+
+def argument_settings(name: str, spec) -> dict[str, Any]:
+    """How argparse reads one parameter: its KFP type's settings, then its own checks."""
+    if spec.type not in TYPE_ARGS:
+        raise TypeError(f"pipeline parameter {name!r} has type {spec.type!r}, which the CLI cannot parse")
+    settings = dict(TYPE_ARGS[spec.type])
+    if name in VALUE_TYPES:
+        settings["type"] = VALUE_TYPES[name]
+    if name in CHOICES:
+        settings.update(choices=CHOICES[name], metavar=None)
+    return settings
+
+
+def show_default(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items()) or "none"
+    return str(value)
+
+
+def parameter_help(spec, default: Any) -> str:
+    text = " ".join((spec.description or "").split())
+    repeat = " Repeatable." if spec.type == "Dict" else ""
+    return f"{text}{repeat} (default: {show_default(default)})".replace("%", "%%")
+
+
+def add_pipeline_args(p: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
+    """One option per pipeline parameter; unset ones keep the pipeline's defaults (``defaults``
+    only changes what the help says they are)."""
+    g = p.add_argument_group("pipeline parameters", "taken from the pipeline function")
+    for name, spec in pipeline_inputs().items():
+        default = (defaults or {}).get(name, spec.default)
+        g.add_argument(option_name(name), dest=name, default=None, help=parameter_help(spec, default),
+                       **argument_settings(name, spec))
+
+
 def pipeline_params(args: argparse.Namespace) -> dict:
-    return {
-        param: getattr(args, attr)
-        for attr, param in PARAM_NAMES.items()
-        if getattr(args, attr, None) is not None
-    }
+    """The pipeline parameters given on the command line, as the pipeline takes them."""
+    params = {}
+    for name, spec in pipeline_inputs().items():
+        value = getattr(args, name, None)
+        if value is not None:
+            params[name] = dict(value) if spec.type == "Dict" else value
+    return params
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -78,16 +113,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("only --local runs here; for a cluster use `musictext compile` + `kfp run create`")
         return 2
     from musictext.report.html import format_table
-    from musictext_kfp.local import run_pipeline_locally
+    from musictext_kfp.local import PipelineFailed, run_pipeline_locally
 
     started = time.monotonic()
-    run_dir = run_pipeline_locally(pipeline_params(args), runs_dir=args.runs_dir, run_id=args.run_id)
+    try:
+        run_dir = run_pipeline_locally(
+            pipeline_params(args), runs_dir=args.runs_dir, run_id=args.run_id, verbose=args.verbose
+        )
+    except PipelineFailed as failed:
+        log.error("the local run failed: %s", failed)
+        return 1
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    # kfp.local leaves sys.stdout wrapped (it indents task logs): write to the real terminal.
-    out = sys.__stdout__
-    print(format_table(metrics), file=out)
-    print(f"run: {run_dir}  ({time.monotonic() - started:.0f} s)", file=out)
-    print(f"report: {run_dir / 'report.html'}", file=out)
+    print(format_table(metrics))
+    print(f"run: {run_dir}  ({time.monotonic() - started:.0f} s)")
+    print(f"report: {run_dir / 'report.html'}")
     return 0
 
 
@@ -95,11 +134,6 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from musictext_kfp.compile import compile_pipeline, validate_pipeline_yaml
 
     params = pipeline_params(args)
-    if args.gpu_node_selector:
-        params["gpu_node_selector"] = dict(args.gpu_node_selector)
-    for name in ("train_nodes", "gpus_per_node", "procs_per_node", "train_launcher"):
-        if getattr(args, name) is not None:
-            params[name] = getattr(args, name)
     path = compile_pipeline(args.output, args.pipeline_root, args.image, params, args.audio_image)
     summary = validate_pipeline_yaml(path)
     print(f"wrote {path}: {len(summary['executors'])} executors, parsed with the KFP protos")
@@ -107,6 +141,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from musictext_kfp.compile import CLUSTER_DEFAULTS
+
     parser = argparse.ArgumentParser(prog="musictext", description=__doc__)
     parser.add_argument("--log-level", default=None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--local", action="store_true", help="execute with kfp.local on this machine")
     run.add_argument("--runs-dir", default="runs")
     run.add_argument("--run-id", default=None)
+    run.add_argument("--verbose", action="store_true",
+                     help="stream every task's full output as kfp.local prints it (it always goes "
+                          "to runs/<run-id>/logs/)")
     add_pipeline_args(run)
     run.set_defaults(func=cmd_run)
 
@@ -123,18 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--pipeline-root", help="bucket for artifacts, e.g. gs://bucket/musictext")
     comp.add_argument("--image", help="component/training image (default ghcr.io/musictext/...)")
     comp.add_argument("--audio-image", help="audio-embedding step image (transformers<5, torchaudio)")
-    comp.add_argument(
-        "--gpu-node-selector",
-        type=_key_value,
-        action="append",
-        metavar="KEY=VALUE",
-        help="node label(s) of the GPU pool (repeatable)",
-    )
-    comp.add_argument("--train-nodes", type=int)
-    comp.add_argument("--gpus-per-node", type=int)
-    comp.add_argument("--procs-per-node", type=int)
-    comp.add_argument("--train-launcher", choices=["local", "pytorchjob"])
-    add_pipeline_args(comp)
+    add_pipeline_args(comp, CLUSTER_DEFAULTS)
     comp.set_defaults(func=cmd_compile)
     return parser
 

@@ -67,7 +67,35 @@ def musictext_pipeline(
     train_image: str = IMAGE,
     train_timeout_minutes: int = 24 * 60,
 ) -> Dataset:
-    """epochs/batch_size of 0 keep the family config's values; profile picks demo/production."""
+    """The whole run, from sources to exported checkpoints and a report.
+
+    Each parameter's description below is its help text in ``musictext run``/``compile`` and
+    its input description in the compiled pipeline (kfp parses this Args: section).
+
+    Args:
+        sources: Data sources to ingest; the built-in `synthetic` renders MIDI pieces with
+            FluidSynth.
+        corpus_size: Tracks per source.
+        shard_size: Tracks per download/clip/embedding shard, the unit of the fan-out.
+        seed: Seed of the corpus plan and the synthetic rendering.
+        clip_seconds: Length of every clip, in seconds.
+        max_clips_per_track: Clips cut from one track at most.
+        clip_format: Clip files: wav (fast to decode) or flac (smaller).
+        families: Embedding families to train, each for its own audio space.
+        profile: Family config profile: demo (small random-init audio models, reduced
+            dimensions) or production (real checkpoints, full dimensions).
+        epochs_stage1: Stage-1 (InfoNCE) epochs; 0 keeps the family config's value.
+        epochs_stage2: Stage-2 (InfoNCE + MSE) epochs; 0 keeps the family config's value.
+        batch_size: Training batch size; 0 keeps the family config's value.
+        gpu_node_selector: Node labels of the GPU pool that runs audio embedding and training.
+        train_launcher: How training runs: local (torchrun in the task) or pytorchjob (a
+            Kubeflow PyTorchJob).
+        train_nodes: Nodes of the training PyTorchJob (the local launcher runs one).
+        gpus_per_node: GPUs each training node requests; 0 trains on CPU.
+        procs_per_node: Training processes per node (torchrun --nproc-per-node).
+        train_image: Image of the training PyTorchJob's pods.
+        train_timeout_minutes: Time limit of one training stage, in minutes.
+    """
     # 1. plan shards, then per shard: download (render for `synthetic`), clip, and compute the
     #    audio targets of every family on the GPU pool as soon as that shard is clipped.
     plan = named(

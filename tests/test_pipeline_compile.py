@@ -148,3 +148,37 @@ def test_clip_format_choices_match_the_clip_stage():
     assert sorted(action.choices) == sorted(CLIP_FORMATS)
     default = inspect.signature(musictext_pipeline.pipeline_func).parameters["clip_format"].default
     assert default == DEFAULT_CLIP_FORMAT
+
+
+def test_every_pipeline_parameter_has_an_option_with_help():
+    """The CLI options come from the pipeline function: one per parameter, its docstring as help."""
+    import argparse
+
+    from musictext_kfp.cli import add_pipeline_args
+    from musictext_kfp.musictext_pipeline import musictext_pipeline
+
+    parser = argparse.ArgumentParser()
+    add_pipeline_args(parser)
+    actions = {a.dest: a for a in parser._actions}
+    for name, spec in musictext_pipeline.component_spec.inputs.items():
+        assert name in actions, f"no option for pipeline parameter {name}"
+        assert f"--{name.replace('_', '-')}" in actions[name].option_strings
+        assert spec.description, f"{name}: no description in the pipeline docstring's Args:"
+        assert " ".join(spec.description.split()) in actions[name].help
+        assert actions[name].default is None  # unset options keep the pipeline's default
+
+
+def test_cli_parses_list_and_dict_parameters():
+    from musictext_kfp.cli import build_parser, pipeline_params
+
+    args = build_parser().parse_args([
+        "run", "--local", "--sources", "synthetic, other", "--families", "muq,mert",
+        "--gpu-node-selector", "pool=a100", "--gpu-node-selector", "zone=b", "--clip-seconds", "4",
+    ])
+    assert pipeline_params(args) == {
+        "sources": ["synthetic", "other"], "families": ["muq", "mert"],
+        "gpu_node_selector": {"pool": "a100", "zone": "b"}, "clip_seconds": 4.0,
+    }
+    for bad in (["--families", "muq,nope"], ["--gpu-node-selector", "novalue"], ["--clip-format", "mp3"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["run", "--local", *bad])
