@@ -230,7 +230,7 @@ def train_one_epoch(objective, loader, optimizer, scheduler, grad_clip, d: Dist,
         losses.append(float(out["loss"].detach()))
         step = scheduler.last_epoch
         if d.main and step % 10 == 0:
-            board.scalars({f"train/{key}": float(value) for key, value in out.items()}, step)
+            board.scalars({f"train/{key}": float(value.detach()) for key, value in out.items()}, step)
     return {
         "loss": mean_over_ranks(float(np.mean(losses)) if losses else float("nan"), d),
         "steps": len(losses),
