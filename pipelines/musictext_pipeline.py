@@ -54,6 +54,7 @@ def musictext_pipeline(
     clip_seconds: float = 6.0,
     max_clips_per_track: int = 1,
     clip_format: str = "wav",
+    m2l_native_rate: bool = False,
     families: list = ["muq", "mert", "music2latent"],
     profile: str = "demo",
     epochs_stage1: int = 0,
@@ -80,7 +81,12 @@ def musictext_pipeline(
         seed: Seed of the corpus plan and the synthetic rendering.
         clip_seconds: Length of every clip, in seconds.
         max_clips_per_track: Clips cut from one track at most.
-        clip_format: Clip files: wav (fast to decode) or flac (smaller).
+        clip_format: Clip files: wav (float, lossless, fast to decode) or flac (24-bit,
+            smaller; lossless for sources of at most 24 bits).
+        m2l_native_rate: Music2Latent targets from each clip at its source rate and channels,
+            exactly as Navidrome encodes a user's file (mono and >2-channel clips are then
+            rejected, as Navidrome stores nothing for them), instead of from its 44.1 kHz stereo
+            rendering.
         families: Embedding families to train, each for its own audio space.
         profile: Family config profile: demo (small random-init audio models, reduced
             dimensions) or production (real checkpoints, full dimensions).
@@ -112,12 +118,14 @@ def musictext_pipeline(
                 clip_seconds=clip_seconds,
                 max_clips_per_track=max_clips_per_track,
                 clip_format=clip_format,
+                m2l_native_rate=m2l_native_rate,
             ),
             "clip",
         )
         embedded = on_gpu_pool(
             named(
-                embed_audio(clips=clipped.outputs["clips"], families=families, profile=profile),
+                embed_audio(clips=clipped.outputs["clips"], families=families, profile=profile,
+                            m2l_native_rate=m2l_native_rate),
                 "embed audio",
             ),
             gpu_node_selector,

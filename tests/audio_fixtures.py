@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from musictext import layout, schema
-from musictext.clip.cut import DEFAULT_CLIP_FORMAT, encode_clip
+from musictext.clip.cut import DEFAULT_CLIP_FORMAT, encode_clip, render_clip
 
 
 def tone(f0: float, sr: int, secs: float, amp: float = 0.3, harmonics: int = 6, bpm: float = 120.0) -> np.ndarray:
@@ -21,31 +21,66 @@ def tone(f0: float, sr: int, secs: float, amp: float = 0.3, harmonics: int = 6, 
     return (amp * x * env).astype(np.float32)
 
 
-def make_clip_shard(shard_dir: str | Path, clips: list[dict]) -> Path:
-    """Write a clips shard: clips.parquet (CLIP_SCHEMA) + audio/<rate>/<name>.<ext>.
+def _as_2d(data: np.ndarray) -> np.ndarray:
+    """[samples] or [samples, channels] -> [samples, channels] float32."""
+    data = np.asarray(data, dtype=np.float32)
+    return data[:, None] if data.ndim == 1 else data
 
-    Each clip dict: clip_id, split, and ``audio``: {rate: np.ndarray | bytes} (bytes are written
-    verbatim, for broken files; a rate mapped to None is listed but not written).
-    Arrays are encoded as the clip stage does (``format``: wav or flac, default wav), unless the
-    clip names a soundfile ``subtype`` and ``ext`` (float WAV, for NaN and empty files).
+
+def renderings_of(source, rate: int, renderings=schema.RENDERINGS) -> dict:
+    """{rendering: (data, rate)} as the clip stage renders a clip decoded at ``rate``
+    (``musictext.clip.cut.render_clip``); bytes and None stand for every rendering alike."""
+    if source is None or isinstance(source, bytes):
+        return {r: (source, 44100 if r == "stereo44k" else rate) for r in renderings}
+    return {r: render_clip(_as_2d(source), rate, r) for r in renderings}
+
+
+def _clip_audio(clip: dict) -> dict:
+    """A clip's {rendering: (data, rate)}.
+
+    ``audio`` keyed by rendering name lists the files as given; keyed by sample rate (ints: the
+    clips of the former layout, one mono file per model rate) the highest-rate entry is the clip
+    as decoded from its source, rendered as the clip stage does (``renderings_of``).
+    """
+    audio = clip["audio"]
+    if all(isinstance(key, str) for key in audio):
+        return dict(audio)
+    rate = max(int(key) for key in audio)
+    return renderings_of(audio[rate], rate)
+
+
+def make_clip_shard(shard_dir: str | Path, clips: list[dict]) -> Path:
+    """Write a clip shard: clips.parquet (CLIP_SCHEMA) + audio/<rendering>/<name>.<ext>.
+
+    Each clip dict: clip_id, split, and ``audio``: {rendering: (data, rate)} where data is an
+    array ([samples] or [samples, channels]), bytes (written verbatim, for broken files) or None
+    (listed, not written); or {rate: data} (see ``_clip_audio``). Arrays are encoded as the clip
+    stage does (``format``: wav = float WAV, the default, or flac = 24-bit), unless the clip
+    names a soundfile ``subtype`` and ``ext`` (e.g. float WAV for NaN and empty files).
+    A rendering's declared channel count is its array's (``channels`` for bytes/None: 2 for
+    stereo44k, else 1).
     """
     shard = Path(shard_dir)
     rows = []
     for clip in clips:
         refs = []
         name = clip["clip_id"].replace("#", "_")
-        for rate, data in clip["audio"].items():
-            fmt = clip.get("format", DEFAULT_CLIP_FORMAT)
-            rel = f"audio/{rate}/{name}.{clip.get('ext', fmt)}"
+        fmt = clip.get("format", DEFAULT_CLIP_FORMAT)
+        for rendering, (data, rate) in _clip_audio(clip).items():
+            rel = f"audio/{rendering}/{name}.{clip.get('ext', fmt)}"
             path = shard / rel
             path.parent.mkdir(parents=True, exist_ok=True)
+            channels = clip.get("channels", 2 if rendering == "stereo44k" else 1)
             if isinstance(data, bytes):
                 path.write_bytes(data)
-            elif "subtype" in clip:
-                sf.write(path, data, rate, subtype=clip["subtype"])
             elif data is not None:
-                path.write_bytes(encode_clip(data, rate, fmt)[0])
-            refs.append({"sample_rate": int(rate), "path": rel})
+                data = _as_2d(data)
+                channels = data.shape[1]
+                if "subtype" in clip:
+                    sf.write(path, data, rate, subtype=clip["subtype"])
+                else:
+                    path.write_bytes(encode_clip(data, rate, fmt)[0])
+            refs.append({"rendering": rendering, "sample_rate": int(rate), "channels": int(channels), "path": rel})
         track = clip["clip_id"].split("#")[0]
         rows.append(
             {

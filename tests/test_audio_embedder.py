@@ -85,7 +85,7 @@ def test_windowed_target_is_enrichment_of_per_window_vectors(embedders):
     starts = [0, sr, len(x) - chunk]
     with torch.no_grad():
         wins = torch.stack([x[s : s + chunk] for s in starts])
-        per_window = emb.adapter.loaded.model(wavs=wins)  # [T, D]
+        per_window = emb.model(wavs=wins)  # [T, D]
     want = enrich(per_window.T)
     assert torch.allclose(emb.embed_audio_tensor(x, sr), want, atol=1e-6)
     assert hop == sr
@@ -106,7 +106,7 @@ def test_mert_hidden_state_layout_with_24_layers():
     sr = emb.sample_rate
     window = synth("saw", 300, sr, 1.0)
     # Reference: one window per forward through processor and model, by hand.
-    proc, model = emb.adapter.loaded.processor, emb.adapter.loaded.model
+    proc, model = emb.processor, emb.model
     with torch.no_grad():
         inputs = proc(window.numpy(), sampling_rate=sr, return_tensors="pt")
         out = model(**inputs, output_hidden_states=True)
@@ -120,17 +120,31 @@ def test_mert_hidden_state_layout_with_24_layers():
     assert vec.shape == (1200,)
 
 
+def test_demo_mert_processor_has_the_published_settings():
+    """MERT-v1-330M's preprocessor_config.json (huggingface.co/m-a-p/MERT-v1-330M, commit
+    d0726b6): windows reach the model as they are, not normalised to zero mean, unit variance."""
+    published = {"do_normalize": False, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
+                 "padding_side": "right", "padding_value": 0, "return_attention_mask": True,
+                 "sampling_rate": 24000}
+    emb = build_embedder(load_family_config("mert", "demo").audio, device="cpu")
+    settings = emb.processor.to_dict()
+    assert {key: settings[key] for key in published} == published
+    window = synth("saw", 220, 24000, 0.5, amp=0.05)
+    inputs = emb.processor(window.numpy(), sampling_rate=24000, return_tensors="pt")
+    assert torch.equal(inputs["input_values"][0], window) and bool(inputs["attention_mask"].all())
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_random_init_is_deterministic(family):
     cfg = cfg_for(family)
     a, b = build_embedder(cfg, device="cpu"), build_embedder(cfg, device="cpu")
-    sa = a.adapter.loaded.model.state_dict()
-    sb = b.adapter.loaded.model.state_dict()
+    sa = a.model.state_dict()
+    sb = b.model.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     x = synth("square", 247, cfg.sample_rate, 1.5)
     assert torch.equal(a.embed_audio_tensor(x, cfg.sample_rate), b.embed_audio_tensor(x, cfg.sample_rate))
     torch.manual_seed(123)  # the global RNG does not leak into the weights
-    c = build_embedder(cfg, device="cpu").adapter.loaded.model.state_dict()
+    c = build_embedder(cfg, device="cpu").model.state_dict()
     assert all(torch.equal(sa[k], c[k]) for k in sa)
 
 
@@ -178,8 +192,8 @@ def test_mert_loads_from_directory_file_uri_and_bucket_uri(tmp_path, monkeypatch
     cfg = cfg_for("mert")
     built = build_embedder(cfg, device="cpu")
     saved = tmp_path / "mert-tiny"
-    built.adapter.loaded.model.save_pretrained(saved)
-    built.adapter.loaded.processor.save_pretrained(saved)
+    built.model.save_pretrained(saved)
+    built.processor.save_pretrained(saved)
     mem = fsspec.filesystem("memory")
     mem.put(str(saved), "/models/mert-tiny", recursive=True)
     x = synth("saw", 220, cfg.sample_rate, 1.7)
@@ -197,8 +211,8 @@ def test_mert_loads_from_directory_file_uri_and_bucket_uri(tmp_path, monkeypatch
 def test_sample_rate_mismatch_is_reported(tmp_path):
     cfg = cfg_for("mert")
     built = build_embedder(cfg, device="cpu")
-    built.adapter.loaded.model.save_pretrained(tmp_path)
-    built.adapter.loaded.processor.save_pretrained(tmp_path)
+    built.model.save_pretrained(tmp_path)
+    built.processor.save_pretrained(tmp_path)
     bad = cfg.model_copy(update={"random_init": False, "model": str(tmp_path), "sample_rate": 16000})
     with pytest.raises(ValueError, match="24000 Hz"):
         build_embedder(bad, device="cpu")
@@ -235,12 +249,12 @@ def test_music2latent_real_unet_loads_without_download(tmp_path, monkeypatch):
     save_music2latent_checkpoint(gen, tmp_path)
     cfg = load_family_config("music2latent", "production", {"audio": {"model": str(tmp_path)}}).audio
     emb = build_embedder(cfg, device="cpu")
-    loaded_state = emb.adapter.loaded.model.gen.state_dict()
+    loaded_state = emb.model.gen.state_dict()
     assert all(torch.equal(loaded_state[k], v) for k, v in gen.state_dict().items())
     x = synth("saw", 220, 44100, 0.2)  # 0.2 s -> one latent frame: cheap on CPU
     vec = emb.embed_audio_tensor(x, 44100)
     assert vec.shape == (576,) and bool(torch.isfinite(vec).all())
-    latent = emb.adapter.loaded.model.encode(x[None], max_waveform_length=441000)
+    latent = emb.model.encode(x[None], max_waveform_length=441000)
     assert latent.shape == (1, 64, 1)
     # T = 1: robust and dmean blocks zero; the 64 imaginary rows of the mean block are zero too.
     assert torch.count_nonzero(vec[192:]) == 0
@@ -264,7 +278,7 @@ def test_music2latent_real_unet_ten_seconds_batched(tmp_path):
     cfg = load_family_config("music2latent", "production", {"audio": {"model": str(tmp_path)}}).audio
     emb = build_embedder(cfg, device="cpu")
     a, b = synth("saw", 220, 44100, 10.0), synth("noise", 2, 44100, 10.0, 0.1)
-    latent = emb.adapter.loaded.model.encode(a[None], max_waveform_length=441000)
+    latent = emb.model.encode(a[None], max_waveform_length=441000)
     assert latent.shape == (1, 64, 107)  # ~10.7 frames/s
     unbatched = enrich(music2latent_features(latent))
     batched = emb.embed_batch([(a, 44100), (b, 44100)])  # both tracks in one encode call

@@ -22,15 +22,16 @@ from musictext_kfp.components.merge_shards import merge_shards
 
 
 @dsl.pipeline
-def data_stages(corpus_size: int, shard_size: int) -> Dataset:
+def data_stages(corpus_size: int, shard_size: int, m2l_native_rate: bool = False) -> Dataset:
     plan = list_sources(sources=["synthetic"], corpus_size=corpus_size, shard_size=shard_size, seed=3)
     with dsl.ParallelFor(plan.output) as shard:
         raw = download(shard=shard)
         clipped = clip(
             raw=raw.outputs["raw"], families=["muq", "music2latent"], profile="demo",
-            clip_seconds=4.0, max_clips_per_track=1, clip_format="flac",
+            clip_seconds=4.0, max_clips_per_track=1, clip_format="flac", m2l_native_rate=m2l_native_rate,
         )
-        embedded = embed_audio(clips=clipped.outputs["clips"], families=["music2latent"], profile="demo")
+        embedded = embed_audio(clips=clipped.outputs["clips"], families=["music2latent"], profile="demo",
+                               m2l_native_rate=m2l_native_rate)
     index = merge_shards(
         shards=dsl.Collected(clipped.outputs["clips"]),
         targets=dsl.Collected(embedded.outputs["targets"]),
@@ -43,6 +44,11 @@ def kfp_local(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline_root")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     return root
+
+
+def latest_index(root) -> Path:
+    """The shard index of the newest data_stages run under the pipeline root."""
+    return max(Path(root).glob("data-stages-*/merge-shards/index"), key=lambda p: p.stat().st_mtime)
 
 
 def test_list_sources_plans_shards(kfp_local):
@@ -58,17 +64,32 @@ def test_unknown_source_fails_the_task(kfp_local):
 
 def test_download_clip_embed_gather_chain(kfp_local):
     targets_dir = Path(data_stages(corpus_size=5, shard_size=3).output.path)
-    index_dir = next(Path(kfp_local).glob("data-stages-*/merge-shards/index"))
+    index_dir = latest_index(kfp_local)
     index = json.loads((index_dir / "index.json").read_text())
     assert len(index["shards"]) == 2  # shards of 3 and 2 tracks
     tables = [pq.read_table(Path(uri, layout.CLIPS)) for uri in index["shards"]]
     assert all(t.schema.equals(schema.CLIP_SCHEMA) for t in tables)
     assert sum(t.num_rows for t in tables) == 5
     refs = tables[0].column("audio").to_pylist()[0]
-    # Every rate the chosen families need (MuQ 24 kHz, Music2Latent 44.1 kHz), nothing else.
-    assert sorted(r["sample_rate"] for r in refs) == [24000, 44100]
-    assert all(Path(index["shards"][0], r["path"]).is_file() for r in refs)
+    # The renderings the chosen families read (MuQ: the clip as decoded; Music2Latent: 44.1 kHz
+    # stereo), nothing else; the synthetic source is 44.1 kHz stereo.
+    assert [(r["rendering"], r["sample_rate"], r["channels"]) for r in refs] == [
+        ("native", 44100, 2), ("stereo44k", 44100, 2)]
+    assert all(Path(index["shards"][0], r["path"]).is_file() and r["path"].endswith(".flac") for r in refs)
     # One embedding task per shard; the family's gathered targets list both shard files.
     listing = json.loads((targets_dir / "shards.json").read_text())["files"]
     assert len(listing) == 2 and all(Path(f).is_file() for f in listing)
     assert sum(pq.read_metadata(f).num_rows for f in listing) == 5
+    meta = json.loads((targets_dir / layout.META).read_text())
+    assert (meta["clip_rendering"], meta["m2l_native_rate"]) == ("stereo44k", False)
+
+
+def test_m2l_native_rate_reaches_the_clip_and_embed_tasks(kfp_local):
+    """The option: one rendering for both families (the clip as decoded), recorded in the meta."""
+    targets_dir = Path(data_stages(corpus_size=2, shard_size=2, m2l_native_rate=True).output.path)
+    meta = json.loads((targets_dir / layout.META).read_text())
+    assert (meta["clip_rendering"], meta["m2l_native_rate"], meta["n"]) == ("native", True, 2)
+    index_dir = latest_index(kfp_local)
+    (shard,) = json.loads((index_dir / "index.json").read_text())["shards"]
+    for refs in pq.read_table(Path(shard, layout.CLIPS)).column("audio").to_pylist():
+        assert [r["rendering"] for r in refs] == ["native"]

@@ -98,7 +98,7 @@ def test_download_shard_writes_the_raw_layout(tmp_path):
         assert row["split"] == spec.split and row["captions"] == captions_for(spec)
         assert row["licence"] == synthetic_source.LICENCE and row["source"] == "synthetic"
         info = sf.info(str(tmp_path / "raw" / row["path"]))
-        assert info.samplerate == 44100 and info.frames == round(spec.duration_s * 44100)
+        assert (info.samplerate, info.channels) == (44100, 2) and info.frames == round(spec.duration_s * 44100)
     assert read_rejections(out) == []
     assert (tmp_path / "raw" / layout.REJECTED).exists()
 

@@ -116,14 +116,14 @@ def test_real_muq_mulan_loads_offline_from_moved_towers(mirrored, monkeypatch):
     torch.manual_seed(123)
     emb = build_embedder(_cfg(model_dir, towers).audio, device="cpu")
     assert torch.equal(torch.rand(3), expected_draw)  # loading left the caller's RNG alone
-    model = emb.adapter.loaded.model
+    model = emb.model
     assert type(model).__module__.startswith("muq.") and not model.training
     assert emb.target_dim == 1536
 
     # 20 s: one zero-padded 120 s window, which MuQ-MuLan cuts into twelve 10 s clips.
     g = torch.Generator().manual_seed(0)
     tracks = [torch.randn(24000 * 20, generator=g) * 0.1, torch.randn(24000 * 133, generator=g) * 0.1]
-    got = emb.embed_prepared(tracks)
+    got = emb.embed_loaded(tracks)  # mono at 24 kHz: what load_file hands over
     assert got.shape == (2, 1536) and bool(torch.isfinite(got).all())
     with torch.inference_mode():
         for track, vec in zip(tracks, got):
@@ -134,7 +134,31 @@ def test_real_muq_mulan_loads_offline_from_moved_towers(mirrored, monkeypatch):
     torch.testing.assert_close(emb.embed_audio_tensor(tracks[0], 24000), got[0], atol=1e-5, rtol=0)
     # 36 clips in one tower call (production) or in calls of 5: the same vectors
     by_five = build_embedder(_cfg(model_dir, towers, clips_per_call=5).audio, device="cpu")
-    torch.testing.assert_close(by_five.embed_prepared(tracks), got, atol=1e-5, rtol=0)
+    torch.testing.assert_close(by_five.embed_loaded(tracks), got, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_real_muq_mulan_embeds_a_file_as_the_upload_path(mirrored, tmp_path):
+    """embed_file: librosa.load(file, sr=24000, mono=True), 120 s / 15 s windows, all windows in
+    one ``model(wavs=...)`` call, enrichment -- here a 44.1 kHz stereo file of 130 s."""
+    import librosa
+    import numpy as np
+    import soundfile as sf
+
+    from musictext.audio import build_embedder
+    from musictext.audio.features import cut_windows, enrich
+
+    model_dir, towers = mirrored
+    emb = build_embedder(_cfg(model_dir, towers).audio, device="cpu")
+    g = np.random.default_rng(1)
+    path = tmp_path / "song.wav"
+    sf.write(path, (g.normal(size=(44100 * 130, 2)) * 0.1).astype(np.float32), 44100, subtype="PCM_16")
+    y, _ = librosa.load(path, sr=24000, mono=True)
+    windows = torch.stack(cut_windows(torch.from_numpy(y), 120 * 24000, 15 * 24000))
+    assert len(windows) == 2
+    with torch.inference_mode():
+        want = enrich(emb.model(wavs=windows).float().T)
+    torch.testing.assert_close(emb.embed_file(str(path)), want, atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow

@@ -12,18 +12,20 @@ from musictext.config import load_family_config
 from musictext.embed.index import gather_targets, write_index
 from musictext.layout import index_shards, target_files
 from tests.toy import read_targets
-from tests.audio_fixtures import make_clip_shard, tone
+from tests.audio_fixtures import make_clip_shard, renderings_of, tone
 
 FAMILIES = ["muq", "music2latent"]
 
 
 def clip_shard(path, prefix: str, n: int, bad: bool = False):
+    """Clips of 48 kHz stereo sources, in both renderings (native for MuQ, stereo44k for Music2Latent)."""
     clips = []
     for i in range(n):
-        audio = {24000: tone(220 * (i + 1), 24000, 3.0), 44100: tone(220 * (i + 1), 44100, 3.0)}
-        clips.append({"clip_id": f"{prefix}{i}#0", "split": "test" if i % 2 else "train", "audio": audio})
-    if bad:  # undecodable bytes at both rates: quarantined, the rest of the shard kept
-        clips.append({"clip_id": f"{prefix}bad#0", "audio": {24000: b"not audio", 44100: b"not audio"}})
+        source = np.stack([tone(220 * (i + 1), 48000, 3.0), tone(330 * (i + 1), 48000, 3.0, amp=0.2)], axis=1)
+        clips.append({"clip_id": f"{prefix}{i}#0", "split": "test" if i % 2 else "train",
+                      "audio": renderings_of(source, 48000)})
+    if bad:  # undecodable bytes in every rendering: quarantined, the rest of the shard kept
+        clips.append({"clip_id": f"{prefix}bad#0", "audio": renderings_of(b"not audio", 48000)})
     return make_clip_shard(path, clips)
 
 
@@ -50,6 +52,10 @@ def test_embed_shard_writes_each_family(embedded):
         table = pq.read_table(out0 / family / layout.TARGETS)
         dim = load_family_config(family, "demo").audio.target_dim
         assert table.schema.field("target").type.list_size == dim
+    # Each family's meta.json records the clip file its targets come from.
+    assert storage.read_json(str(out0 / "muq" / layout.META))["clip_rendering"] == "native"
+    meta = storage.read_json(str(out0 / "music2latent" / layout.META))
+    assert meta["clip_rendering"] == "stereo44k" and meta["m2l_native_rate"] is False
 
 
 def test_embed_shard_is_idempotent(embedded):

@@ -7,8 +7,11 @@ import itertools
 import re
 from collections import Counter
 
+import io
+
 import numpy as np
 import pytest
+import soundfile as sf
 
 from musictext.ingest.synthetic.attributes import (
     ARTICULATIONS,
@@ -172,8 +175,9 @@ def renderer():
 
 
 def _render(renderer, **kw) -> np.ndarray:
+    """The mono mix of a render (what the spectral checks listen to)."""
     kw.setdefault("duration_s", 4.0)  # shorter than the corpus clips: keeps the suite fast
-    return render(_variant(**kw), *renderer)
+    return render(_variant(**kw), *renderer).mean(axis=1)
 
 
 def _power_spectrum(audio: np.ndarray, n: int = 2048) -> tuple[np.ndarray, np.ndarray]:
@@ -193,10 +197,20 @@ def _rms(audio: np.ndarray) -> float:
 def test_render_length_and_determinism(renderer):
     s = make_spec(0, 2)
     a = render(s, *renderer)
-    assert a.dtype == np.float32 and a.ndim == 1
-    assert len(a) == round(s.duration_s * SR)
+    assert a.dtype == np.float32 and a.shape == (round(s.duration_s * SR), 2)
     assert 1e-3 < np.abs(a).max() <= 0.99
-    assert wav_bytes(a) == wav_bytes(render(s, *renderer))
+    data = wav_bytes(a)
+    assert data == wav_bytes(render(s, *renderer))
+    info = sf.info(io.BytesIO(data))
+    assert (info.samplerate, info.channels, info.subtype) == (SR, 2, "PCM_16")
+
+
+def test_render_is_fluidsynths_stereo(renderer):
+    """L and R differ (reverb, chorus, panning), so Music2Latent's two-channel path is exercised."""
+    for index in range(4):
+        a = render(make_spec(0, index), *renderer)
+        side, mid = a[:, 0] - a[:, 1], a.mean(axis=1)
+        assert _rms(side) > 0.01 * _rms(mid), index
 
 
 def test_high_register_is_brighter(renderer):

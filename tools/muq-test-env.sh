@@ -26,6 +26,7 @@ audio_pin() { grep -E "^$1==" "$root/requirements/audio.txt"; }
 
 "${pip[@]}" -c "$constraints" torch \
   "$(audio_pin transformers)" "$(audio_pin huggingface_hub)" "$(audio_pin tokenizers)" \
+  "$(audio_pin librosa)" "$(audio_pin soxr)" \
   einops easydict ftfy beartype regex \
   numpy scipy soundfile pyarrow fsspec pydantic pyyaml tqdm rich tenacity pytest
 "${pip[@]}" --no-deps "$(audio_pin torchaudio)" "$(audio_pin x-clip)" "$(audio_pin muq)"

@@ -13,16 +13,17 @@ def clip(
     max_clips_per_track: int,
     clip_format: str,
     clips: Output[Dataset],
+    m2l_native_rate: bool = False,
 ):
-    """Cut mono fixed-length clips at every sample rate the chosen families need
-    (clip_format: wav, fast to decode, or flac, smaller)."""
-    from musictext.config import load_family_config
-    from musictext.clip.cut import clip_shard
+    """Cut clips and write the renderings the chosen families' upload paths read: the source
+    samples as decoded (MuQ-MuLan, MERT) and/or 44.1 kHz stereo (Music2Latent, unless
+    m2l_native_rate). clip_format: wav (float, fast to decode) or flac (24-bit, smaller)."""
+    from musictext.clip.cut import clip_shard, renderings_for
     from musictext.logs import setup_logging
 
     setup_logging()
-    rates = sorted({load_family_config(f, profile).audio.sample_rate for f in families})
+    renderings = renderings_for(families, profile, m2l_native_rate)
     clips.metadata.update(
-        clip_shard(raw.path, clips.path, rates, clip_seconds, max_clips_per_track=max_clips_per_track,
+        clip_shard(raw.path, clips.path, renderings, clip_seconds, max_clips_per_track=max_clips_per_track,
                    clip_format=clip_format)
     )

@@ -5,8 +5,16 @@ from musictext_kfp.images import AUDIO_IMAGE
 
 
 @dsl.component(base_image=AUDIO_IMAGE, install_kfp_package=False)
-def embed_audio(clips: Input[Dataset], families: list, profile: str, targets: Output[Dataset]):
-    """Audio target vectors of one clip shard, exactly as Navidrome's sidecar computes them.
+def embed_audio(
+    clips: Input[Dataset],
+    families: list,
+    profile: str,
+    targets: Output[Dataset],
+    m2l_native_rate: bool = False,
+):
+    """Audio target vectors of one clip shard: the vectors Navidrome's upload path stores for
+    each clip's file (m2l_native_rate: Music2Latent on the native clip, not its 44.1 kHz stereo
+    rendering).
 
     Runs on the GPU node pool in the audio image (transformers<5 for MuQ-MuLan and MERT's
     remote code); writes targets/<family>/ per family.
@@ -15,4 +23,6 @@ def embed_audio(clips: Input[Dataset], families: list, profile: str, targets: Ou
     from musictext.logs import setup_logging
 
     setup_logging()
-    targets.metadata.update(embed_shard(clips.path, targets.path, families, profile))
+    targets.metadata.update(
+        embed_shard(clips.path, targets.path, families, profile, m2l_native_rate=m2l_native_rate)
+    )

@@ -13,7 +13,8 @@ def evaluate(
     evaluation: Output[Dataset],
     metrics: Output[Metrics],
 ):
-    """Held-out retrieval: text->audio and audio->text Recall@1/5/10 and MRR, with chance."""
+    """Held-out retrieval: text->audio and audio->text Recall@1/5/10 and MRR, with chance, and
+    the cosine between predicted and target vectors per enrichment block (mean, robust, dmean)."""
     from musictext.evaluate.retrieval import evaluate as run_eval
     from musictext.logs import setup_logging
 
@@ -24,3 +25,6 @@ def evaluate(
         for name, value in result[direction].items():
             metrics.log_metric(f"{family}/{direction}/{name}", float(value))
     metrics.log_metric(f"{family}/n_test", float(result["n_test"]))
+    for block, diag in result["blocks"].items():
+        if diag["cosine"] is not None:  # undefined where the target block is all zero
+            metrics.log_metric(f"{family}/block_cosine/{block}", float(diag["cosine"]))

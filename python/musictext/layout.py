@@ -3,7 +3,7 @@
 Every KFP Dataset/Model artifact is a directory (its ``.path`` locally, its ``.uri`` in a bucket):
 
 - raw shard (ingest):     manifest.jsonl (TRACK rows) + audio/<file> + rejected.jsonl
-- clips shard (clip):     clips.parquet (CLIP_SCHEMA) + audio/<rate>/<clip_id>.<wav|flac> + rejected.jsonl
+- clips shard (clip):     clips.parquet (CLIP_SCHEMA) + audio/<rendering>/<clip>.<wav|flac> + rejected.jsonl
 - targets (embed):        <family>/targets.parquet (target_schema) + meta.json + rejected.jsonl
 - index (embed):          index.json (clip and target shard URIs, upstream rejections)
 - gathered targets:       shards.json (the target files, read in place) + meta.json + rejected.jsonl

@@ -9,7 +9,16 @@ SPLITS = ("train", "valid", "test")
 # One row per source track in a raw shard (JSON lines). ``path`` is relative to the shard dir.
 TRACK_FIELDS = ("track_id", "source", "split", "path", "captions", "tags", "licence")
 
-AUDIO_REF = pa.struct([("sample_rate", pa.int32()), ("path", pa.string())])
+# A clip's audio files ("renderings"), each what one kind of upload path reads:
+# - "native": the clip's samples as decoded from the source (its rate, all its channels), lossless;
+#   MuQ-MuLan and MERT load it as Navidrome loads a file (librosa: channel mean, soxr_hq to 24 kHz),
+#   Music2Latent with ``m2l_native_rate`` encodes it as is.
+# - "stereo44k": 44.1 kHz two-channel (a mono source as L = R), what Music2Latent's upload path
+#   stores for the usual library file.
+RENDERINGS = ("native", "stereo44k")
+AUDIO_REF = pa.struct(
+    [("rendering", pa.string()), ("sample_rate", pa.int32()), ("channels", pa.int32()), ("path", pa.string())]
+)
 
 CLIP_SCHEMA = pa.schema(
     [
@@ -17,7 +26,7 @@ CLIP_SCHEMA = pa.schema(
         ("track_id", pa.string()),
         ("source", pa.string()),
         ("split", pa.string()),
-        # One mono, fixed-length clip per model sample rate; path relative to the shard dir.
+        # One file per rendering the chosen families need; path relative to the shard dir.
         ("audio", pa.list_(AUDIO_REF)),
         ("start_s", pa.float64()),
         ("end_s", pa.float64()),
@@ -50,10 +59,10 @@ def target_schema(dim: int, dtype: str = "float32") -> pa.Schema:
     )
 
 
-def audio_path_for(audio_refs: list[dict], sample_rate: int) -> str:
-    """The clip file rendered at ``sample_rate`` from a CLIP_SCHEMA ``audio`` cell."""
+def audio_ref_for(audio_refs: list[dict], rendering: str) -> dict:
+    """The ``rendering`` entry ({rendering, sample_rate, channels, path}) of a CLIP_SCHEMA ``audio`` cell."""
     for ref in audio_refs:
-        if int(ref["sample_rate"]) == int(sample_rate):
-            return ref["path"]
-    have = sorted(int(r["sample_rate"]) for r in audio_refs)
-    raise KeyError(f"no clip at {sample_rate} Hz (have {have})")
+        if ref["rendering"] == rendering:
+            return ref
+    have = sorted(r["rendering"] for r in audio_refs)
+    raise KeyError(f"no {rendering!r} rendering of this clip (have {have})")

@@ -1,8 +1,11 @@
 """Audio targets computed exactly as Navidrome's sidecar computes them.
 
-Public API: ``enrich``, ``music2latent_features``, ``window_starts``, ``build_embedder``,
-``AudioEmbedder``; the families (configs, adapters, loaders) live in
-``musictext.audio.families``; ``musictext.embed.targets.embed_clips`` is the KFP step.
+Public API: ``build_embedder(cfg.audio)`` -> ``AudioEmbedder`` (``embed_file(path)``: the vector
+the upload path stores for a file; ``load_file`` + ``embed_loaded``: the same, batched;
+``model`` / ``processor``: the loaded model with its upstream call signature), ``enrich``,
+``music2latent_features``, ``window_starts``; the families (configs, adapters, loaders) live in
+``musictext.audio.families``, the upload-path file loaders in ``musictext.audio.decode``;
+``musictext.embed.targets.embed_clips`` is the KFP step.
 """
 
 from musictext.audio.embedder import AudioEmbedder, build_embedder

@@ -1,13 +1,27 @@
-"""Decode clip files to checked mono waveforms at the model rate (runs in worker threads).
+"""Decode audio files the way Navidrome's upload path does (runs in worker threads).
 
-soundfile and torch's convolution release the GIL, so a thread pool decodes and resamples
-while the main thread runs the model.
+Three loaders, one per kind of upload path (navidrome-contract.md, "What is actually stored"):
+- ``load_librosa``: ``librosa.load(file, sr=rate, mono=True)`` -- soundfile first (audioread
+  only for what libsndfile cannot read), channel mean, soxr_hq resampling. MERT always, and
+  MuQ-MuLan with a current torchaudio.
+- ``load_torchaudio_like``: what MuQ-MuLan did with torchaudio < 2.9: ``torchaudio.load`` (here
+  soundfile, which decodes WAV/FLAC/OGG/MP3 to the same float32 samples), channel mean, then
+  ``torchaudio.functional.resample`` with default arguments (``musictext.audio.resample``).
+- ``load_channels``: ``soundfile.read(file, dtype="float32", always_2d=True)``, every channel at
+  the file's own rate: what music2latent's ``encode(path)`` reads.
+
+A bucket URI is read into memory and decoded from there the same way (audioread, librosa's
+fallback, needs a path, so a bucket file must be in a format libsndfile reads).
+soundfile, soxr and torch's convolution release the GIL, so a thread pool decodes while the
+main thread runs the model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import os
 
 import numpy as np
 import soundfile as sf
@@ -21,20 +35,43 @@ from musictext.rejects import ItemError
 SILENT_FILE_PEAK = 1e-6
 
 
+def _source(uri: str):
+    """What soundfile and librosa open: a local path, or the bytes of a bucket object."""
+    if storage.is_local(uri):
+        return storage.local_path(uri)
+    return io.BytesIO(storage.read_bytes(uri))
+
+
+@contextlib.contextmanager
+def _decoding(item: str, uri: str):
+    """Every decoding failure becomes an ItemError naming the item, the file and the reason."""
+    if storage.is_local(uri) and not os.path.exists(storage.local_path(uri)):
+        raise ItemError(item, f"audio file missing: {uri}")
+    try:
+        yield
+    except ItemError:
+        raise
+    except FileNotFoundError:
+        raise ItemError(item, f"audio file missing: {uri}") from None
+    except Exception as err:  # LibsndfileError, audioread's errors, EOFError for garbage
+        reason = getattr(err, "error_string", None) or f"{type(err).__name__}: {err}"
+        raise ItemError(item, f"undecodable audio {uri}: {reason}") from None
+
+
 def read_audio(uri: str) -> tuple[torch.Tensor, int]:
     """Any soundfile-readable file (local or fsspec URI) -> ([channels, samples] float32, rate)."""
-    if storage.is_local(uri):
-        data, rate = sf.read(storage.local_path(uri), dtype="float32", always_2d=True)
-    else:
-        data, rate = sf.read(io.BytesIO(storage.read_bytes(uri)), dtype="float32", always_2d=True)
+    data, rate = sf.read(_source(uri), dtype="float32", always_2d=True)
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
 
 
-def check_waveform(item: str, mono: torch.Tensor) -> None:
-    """Raise ItemError for audio the sidecar would turn into a meaningless vector."""
-    if mono.numel() == 0 or mono.shape[-1] == 0:
+def check_waveform(item: str, audio: torch.Tensor) -> None:
+    """Raise ItemError for audio the sidecar would turn into a meaningless vector.
+
+    ``audio`` is what the model is given ([samples] or [channels, samples]).
+    """
+    if audio.numel() == 0 or audio.shape[-1] == 0:
         raise ItemError(item, "zero-length audio")
-    low, high = (float(v) for v in torch.aminmax(mono))  # one pass, no copy
+    low, high = (float(v) for v in torch.aminmax(audio))  # one pass, no copy
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ItemError(item, "audio holds NaN or infinite samples")
     peak = max(-low, high)
@@ -43,25 +80,37 @@ def check_waveform(item: str, mono: torch.Tensor) -> None:
 
 
 def decode_mono(item: str, uri: str) -> tuple[torch.Tensor, int]:
-    """Decode and mono-mix one file, checked; every failure is an ItemError naming the item.
-
-    Silence is judged on the mono mix, the signal every model sees.
-    """
-    try:
+    """Decode and mono-mix one file at its own rate, checked (silence judged on the mix)."""
+    with _decoding(item, uri):
         waveform, rate = read_audio(uri)
-    except FileNotFoundError:
-        raise ItemError(item, f"audio file missing: {uri}") from None
-    except Exception as err:  # soundfile raises LibsndfileError/RuntimeError for bad data
-        reason = getattr(err, "error_string", None) or f"{type(err).__name__}: {err}"
-        raise ItemError(item, f"undecodable audio {uri}: {reason}") from None
     mono = to_mono(waveform)
     check_waveform(item, mono)
     return mono, rate
 
 
-def load_clip(item: str, uri: str, target_rate: int, declared_rate: int | None = None) -> torch.Tensor:
-    """Decode, check, mono-mix and resample one clip (the embedding stage's input)."""
+def load_channels(item: str, uri: str) -> tuple[torch.Tensor, int]:
+    """music2latent's read of a path: [channels, samples] float32 at the file's rate, checked."""
+    with _decoding(item, uri):
+        audio, rate = read_audio(uri)
+    check_waveform(item, audio)
+    return audio, rate
+
+
+def load_librosa(item: str, uri: str, sample_rate: int) -> torch.Tensor:
+    """``librosa.load(file, sr=sample_rate, mono=True)`` as a checked float32 tensor."""
+    import librosa  # its scipy/numba imports cost seconds; only the embedding step needs it
+
+    with _decoding(item, uri):
+        try:
+            mono, _ = librosa.load(_source(uri), sr=int(sample_rate), mono=True)
+        except librosa.util.exceptions.ParameterError as err:  # e.g. NaN samples: it checks first
+            raise ItemError(item, f"librosa refuses {uri}: {err}") from None
+    mono = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+    check_waveform(item, mono)
+    return mono
+
+
+def load_torchaudio_like(item: str, uri: str, sample_rate: int) -> torch.Tensor:
+    """torchaudio.load + channel mean + torchaudio's default resampling, checked."""
     mono, rate = decode_mono(item, uri)
-    if declared_rate is not None and int(declared_rate) != rate:
-        raise ItemError(item, f"{uri} is {rate} Hz but the clip table says {declared_rate} Hz")
-    return prepare_waveform(mono, rate, target_rate)
+    return prepare_waveform(mono, rate, int(sample_rate))

@@ -1,12 +1,12 @@
 """One embedding code path for every audio family.
 
-waveform -> mono -> resample -> units (windows, or the whole track) -> batched model calls
--> per-unit columns [D, t] -> per-track x[D, T] -> enrich -> [3*D].
+file -> the family's upload-path decode (``load_file``) -> units (windows, or the whole file)
+-> batched model calls -> per-unit columns [D, t] -> per-track x[D, T] -> enrich -> [3*D].
 
 A family's ``FamilyAdapter`` (``musictext.audio.families.<family>``) holds only what truly
-differs between the families: how a track becomes units, and how a batch of equal-length units
-becomes columns. Everything else -- batching windows across tracks, autocast, float32
-reduction, enrichment -- is shared.
+differs between the families: how a file is decoded, how it becomes units, and how a batch of
+equal-shaped units becomes columns. Everything else -- batching units across tracks, autocast,
+float32 reduction, enrichment -- is shared.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from musictext.audio.families import family_for_kind
 from musictext.audio.families.base import AudioConfigBase, FamilyAdapter, FamilySpec, Loaded
-from musictext.audio.features import enrich, prepare_waveform
+from musictext.audio.features import enrich
 
 
 def _autocast_dtype(name: str):
@@ -27,7 +28,11 @@ def _autocast_dtype(name: str):
 
 
 class AudioEmbedder:
-    """Audio -> target vector, exactly as Navidrome's sidecar computes it."""
+    """Audio file -> the vector Navidrome's upload path stores for it.
+
+    ``model`` (and ``processor`` for MERT) is the loaded model with its upstream call
+    signature, for the real checkpoints and the random-init stand-ins alike.
+    """
 
     def __init__(self, cfg: AudioConfigBase, adapter: FamilyAdapter, device: torch.device):
         self.cfg = cfg
@@ -38,11 +43,18 @@ class AudioEmbedder:
         self.target_dim = cfg.target_dim
         self.sample_rate = int(cfg.sample_rate)
 
-    # -- helpers --------------------------------------------------------------------------
-    def prepare(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """Mono at the model rate; what decode workers hand over."""
-        return prepare_waveform(waveform, sample_rate, self.sample_rate)
+    @property
+    def model(self) -> Any:
+        """MuQ-MuLan: ``model(wavs=[B, samples])``; MERT: ``model(**processor(..),
+        output_hidden_states=True)``; Music2Latent: ``model.encode(path_or_audio, ..)``."""
+        return self.adapter.loaded.model
 
+    @property
+    def processor(self) -> Any:
+        """MERT's feature extractor; None for the families without one."""
+        return self.adapter.loaded.processor
+
+    # -- helpers --------------------------------------------------------------------------
     def _autocast(self):
         dtype = _autocast_dtype(self.cfg.autocast)
         if dtype is None:
@@ -62,21 +74,33 @@ class AudioEmbedder:
                 )
         return cols
 
-    # -- public ---------------------------------------------------------------------------
-    def embed_prepared(self, monos: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Already-mono, already-resampled tracks -> [N, target_dim] float32."""
-        if not monos:
+    # -- the upload path --------------------------------------------------------------------
+    def load_file(self, uri: str, item: str | None = None) -> torch.Tensor:
+        """Decode ``uri`` (local path or bucket URI) as the family's upload path does.
+
+        Raises ItemError naming ``item`` (default: the file) and the reason, e.g. a mono file
+        in the Music2Latent space, where Navidrome stores no vector.
+        """
+        return self.adapter.load_file(item or str(uri), str(uri))
+
+    def embed_loaded(self, loaded: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Decoded inputs (``load_file``'s) -> [N, target_dim] float32.
+
+        Units of all tracks are batched together: equal-shaped units share model calls of at
+        most ``batch_windows`` units.
+        """
+        if not loaded:
             return torch.zeros(0, self.target_dim)
-        # Flatten every track's units; batch equal-length units across tracks.
-        pending: dict[int, list[tuple[int, int, torch.Tensor]]] = defaultdict(list)
+        pending: dict[tuple[int, ...], list[tuple[int, int, torch.Tensor]]] = defaultdict(list)
         counts = []
-        for i, mono in enumerate(monos):
-            if mono.dim() != 1 or mono.numel() == 0:
-                raise ValueError(f"track {i}: expected a non-empty mono waveform, got {tuple(mono.shape)}")
-            units = self.adapter.units(mono)
+        for i, track in enumerate(loaded):
+            try:
+                units = self.adapter.units(track)
+            except ValueError as err:
+                raise ValueError(f"track {i}: {err}") from None
             counts.append(len(units))
             for j, unit in enumerate(units):
-                pending[int(unit.shape[-1])].append((i, j, unit))
+                pending[tuple(unit.shape)].append((i, j, unit))
         columns: dict[tuple[int, int], torch.Tensor] = {}
         size = max(1, int(self.cfg.batch_windows))
         for group in pending.values():
@@ -84,18 +108,24 @@ class AudioEmbedder:
                 part = group[k : k + size]
                 for (i, j, _), col in zip(part, self._run([u for _, _, u in part])):
                     columns[(i, j)] = col
-        out = torch.empty(len(monos), self.target_dim, dtype=torch.float32)
+        out = torch.empty(len(loaded), self.target_dim, dtype=torch.float32)
         for i, n in enumerate(counts):
             x = torch.cat([columns[(i, j)] for j in range(n)], dim=1)
             out[i] = enrich(x)
         return out
 
+    def embed_file(self, uri: str) -> torch.Tensor:
+        """One file -> [target_dim] float32 CPU: what Navidrome's ``embed_music`` stores."""
+        return self.embed_loaded([self.load_file(uri)])[0]
+
+    # -- the sidecar's tensor path ------------------------------------------------------------
     def embed_batch(self, items: Sequence[tuple[torch.Tensor, int]]) -> torch.Tensor:
-        """[(waveform [channels, samples] or [samples], sample_rate)] -> [N, target_dim]."""
-        return self.embed_prepared([self.prepare(w, sr) for w, sr in items])
+        """[(waveform [channels, samples] or [samples], sample_rate)] -> [N, target_dim] through
+        the sidecar's ``embed_audio_tensor`` path (mono mix, torchaudio resampling)."""
+        return self.embed_loaded([self.adapter.from_tensor(w, sr) for w, sr in items])
 
     def embed_audio_tensor(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """One track -> [target_dim] float32 CPU (the sidecar's per-track call)."""
+        """One waveform -> [target_dim] float32 CPU (the sidecar's ``embed_audio_tensor``)."""
         return self.embed_batch([(waveform, sample_rate)])[0]
 
 

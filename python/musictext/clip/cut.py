@@ -1,15 +1,33 @@
-"""Cut every track of a raw shard into mono fixed-length clips at each model sample rate.
+"""Cut every track of a raw shard into clips and write, per clip, the renderings the chosen
+families' upload paths read (``schema.RENDERINGS``; each family config's ``clip_rendering``).
+
+A track is decoded once (soundfile, float32, all channels: what librosa.load and
+music2latent's file reader decode) and cut into consecutive windows of ``clip_seconds`` at the
+source rate. A clip file holds exactly the clip's audio: a short final part (at least
+``min_seconds``) is kept at its own length, not padded, because the upload path embeds the file
+as it is. Renderings:
+
+- ``native``: the clip's samples as decoded (source rate, all source channels). MuQ-MuLan and
+  MERT load it as Navidrome loads a file (librosa: channel mean, soxr_hq to 24 kHz), so their
+  targets are those of the source file's segment; Music2Latent reads it with
+  ``m2l_native_rate`` (a user's own files, Navidrome's exact behaviour).
+- ``stereo44k``: 44.1 kHz, two channels, what Music2Latent's upload path stores for the usual
+  library file (Navidrome stores no Music2Latent vector for mono or >2-channel files): a mono
+  source becomes dual-mono (L = R), more than two channels are downmixed (``downmix_matrix``),
+  then other rates are resampled to 44.1 kHz once with soxr_hq (``librosa.resample``, the
+  resampler of librosa.load). A stereo 44.1 kHz source is copied unchanged.
 
 The clip files are an intermediate that the GPU stage reads; their container is a choice
 (``clip_format``):
-- ``wav`` (default): 32-bit float WAV, the resampler's output exactly. Decoding is a copy
-  (10 s at 44.1 kHz: ~0.3 ms on one core here, against ~2.4 ms for 24-bit WAV and ~6 ms for
-  FLAC), so the decode workers never hold back a fast model.
-- ``flac``: 24-bit FLAC, for when bucket space matters more than decode time (about 40% of the
-  float WAV size on the synthetic corpus). Samples are rounded to the nearest 24-bit level: an
-  error of at most 2**-24 of full scale, below float32's own resolution near full scale.
-  Samples beyond [-1, 1] (resampler overshoot of full-scale audio) are clipped; the summary
-  counts them.
+- ``wav`` (default): 32-bit float WAV, lossless for every source (soundfile decodes to float32).
+  Decoding is a copy (10 s of 44.1 kHz stereo noise: ~0.7 ms on one core here, against ~7.6 ms
+  for 24-bit WAV and ~17 ms for FLAC), so the decode workers never hold back a fast model.
+- ``flac``: 24-bit FLAC, for when bucket space matters more than decode time (16% of the float
+  WAV size on 12 synthetic tracks: 16-bit stereo sources, both renderings). Lossless only for
+  sources of at most 24 bits (16/24-bit WAV, FLAC); float, MP3 and Ogg sources and the
+  resampled rendering are rounded to the nearest 24-bit level: an error of at most 2**-24 of
+  full scale, below float32's own resolution near full scale. Samples beyond [-1, 1] (float
+  sources, resampler overshoot, a downmix) are clipped; the summary counts them.
 """
 
 from __future__ import annotations
@@ -18,17 +36,18 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 
 import numpy as np
 import pyarrow as pa
 import soundfile as sf
-import torch
 
 from musictext import layout, schema, storage
-from musictext.audio.decode import decode_mono
-from musictext.audio.resample import resample
+from musictext.audio.decode import load_channels
+from musictext.audio.families import family as family_spec
+from musictext.config import load_family_config
 from musictext.logs import progress
 from musictext.rejects import ItemError, Rejections
 
@@ -41,6 +60,93 @@ SILENT_WINDOW_PEAK = 1e-4
 CLIP_FORMATS = {"wav": ("WAV", "FLOAT"), "flac": ("FLAC", "PCM_24")}
 DEFAULT_CLIP_FORMAT = "wav"
 _LEVELS = 2**23  # 24-bit PCM holds integers in [-2**23, 2**23 - 1], read back as level / 2**23
+
+STEREO44K_RATE = 44100
+# librosa.load's default resampler, the one MuQ-MuLan's and MERT's upload paths use.
+RES_TYPE = "soxr_hq"
+# The config field that switches Music2Latent to the native rendering (Navidrome's exact path).
+M2L_NATIVE_RATE = "m2l_native_rate"
+
+# ----------------------------------------------------------------------------- downmix
+
+_MINUS_3DB = 1.0 / math.sqrt(2.0)
+# Speakers of the default WAVE (WAVEFORMATEXTENSIBLE) / FLAC channel layouts, in file order.
+DEFAULT_LAYOUTS = {
+    3: ("FL", "FR", "FC"),
+    4: ("FL", "FR", "BL", "BR"),
+    5: ("FL", "FR", "FC", "BL", "BR"),
+    6: ("FL", "FR", "FC", "LFE", "BL", "BR"),  # 5.1
+    7: ("FL", "FR", "FC", "LFE", "BC", "SL", "SR"),  # 6.1
+    8: ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR"),  # 7.1
+}
+# ITU-R BS.775 stereo downmix: centre and each surround at -3 dB (1/sqrt 2), LFE dropped; a back
+# centre feeds both sides at -6 dB (1/2, its -3 dB surround gain split over two sides, as ffmpeg).
+SPEAKER_GAINS = {
+    "FL": (1.0, 0.0), "FR": (0.0, 1.0), "FC": (_MINUS_3DB, _MINUS_3DB), "LFE": (0.0, 0.0),
+    "BL": (_MINUS_3DB, 0.0), "BR": (0.0, _MINUS_3DB), "SL": (_MINUS_3DB, 0.0),
+    "SR": (0.0, _MINUS_3DB), "BC": (0.5, 0.5),
+}
+
+
+def downmix_matrix(channels: int) -> np.ndarray:
+    """[channels, 2] gains that turn a >2-channel file into stereo (``audio @ matrix``).
+
+    3 to 8 channels: the default WAVE/FLAC layout of that count (``DEFAULT_LAYOUTS``) with the
+    ITU-R BS.775 gains (``SPEAKER_GAINS``). More than 8 (no default layout): the first two
+    channels are left and right, every further channel feeds both sides at -3 dB. No
+    normalisation: levels stay those of the source's front pair (a float WAV keeps samples
+    beyond full scale; FLAC clips and counts them).
+    """
+    if channels < 3:
+        raise ValueError(f"a downmix needs more than two channels, got {channels}")
+    if channels in DEFAULT_LAYOUTS:
+        return np.array([SPEAKER_GAINS[s] for s in DEFAULT_LAYOUTS[channels]], dtype=np.float32)
+    rest = [(_MINUS_3DB, _MINUS_3DB)] * (channels - 2)
+    return np.array([(1.0, 0.0), (0.0, 1.0), *rest], dtype=np.float32)
+
+
+def to_stereo(audio: np.ndarray) -> np.ndarray:
+    """[samples, channels] -> [samples, 2]: mono as L = R, stereo as is, more channels downmixed."""
+    channels = audio.shape[1]
+    if channels == 1:
+        return np.repeat(audio, 2, axis=1)
+    if channels == 2:
+        return audio
+    return audio @ downmix_matrix(channels)
+
+
+def render_clip(audio: np.ndarray, rate: int, rendering: str) -> tuple[np.ndarray, int]:
+    """One rendering ([samples, channels] float32, its rate) of a clip decoded at ``rate``."""
+    if rendering == "native":
+        return audio, rate
+    if rendering == "stereo44k":
+        stereo = to_stereo(audio)
+        if rate == STEREO44K_RATE:
+            return stereo, rate
+        import librosa  # ~3 s to import here: only shards that need resampling pay for it
+
+        resampled = librosa.resample(stereo, orig_sr=rate, target_sr=STEREO44K_RATE, res_type=RES_TYPE, axis=0)
+        return resampled.astype(np.float32, copy=False), STEREO44K_RATE
+    raise ValueError(f"unknown rendering {rendering!r}; expected one of {schema.RENDERINGS}")
+
+
+# ----------------------------------------------------------------------------- families
+
+
+def family_overrides(family: str, m2l_native_rate: bool) -> dict | None:
+    """The config override ``m2l_native_rate`` means for ``family`` (None: nothing to change)."""
+    if m2l_native_rate and M2L_NATIVE_RATE in family_spec(family).config.model_fields:
+        return {"audio": {M2L_NATIVE_RATE: True}}
+    return None
+
+
+def renderings_for(families: list[str], profile: str, m2l_native_rate: bool = False) -> list[str]:
+    """The renderings the families' upload paths read (their configs' ``clip_rendering``)."""
+    wanted = set()
+    for family in families:
+        cfg = load_family_config(family, profile, family_overrides(family, m2l_native_rate))
+        wanted.add(cfg.audio.clip_rendering)
+    return [r for r in schema.RENDERINGS if r in wanted]
 
 
 # ----------------------------------------------------------------------------- paths
@@ -109,33 +215,40 @@ def _clean_captions(track: dict) -> list[str]:
 # ----------------------------------------------------------------------------- audio
 
 
-def cut_clips(
-    mono: np.ndarray, rate: int, clip_seconds: float, max_clips: int, min_seconds: float
-) -> list[tuple[int, int, np.ndarray, int]]:
-    """(clip index, start sample, fixed-length window, samples of real audio in it).
+def decode_track(item: str, uri: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(samples [n, channels] float32 as decoded, their mono mix [n], rate), checked: every
+    failure (missing, undecodable, empty, NaN, silent) is an ItemError naming the item."""
+    waveform, rate = load_channels(item, uri)
+    audio = np.ascontiguousarray(waveform.numpy().T)
+    # The channel mean, as librosa mixes: the signal MuQ-MuLan and MERT see, judged for silence.
+    return audio, audio.mean(axis=1, dtype=np.float32), rate
 
-    Windows are consecutive and do not overlap; a short final part is zero-padded when it
-    holds at least ``min_seconds`` of audio and dropped otherwise.
+
+def clip_spans(samples: int, rate: int, clip_seconds: float, max_clips: int,
+               min_seconds: float) -> list[tuple[int, int, int]]:
+    """(clip index, start sample, stop sample) of consecutive, non-overlapping windows.
+
+    A final part shorter than ``clip_seconds`` is kept (at its own length) when it holds at
+    least ``min_seconds`` of audio and dropped otherwise.
     """
     n = int(round(clip_seconds * rate))
     out = []
     for k in range(max_clips):
         start = k * n
-        part = mono[start : start + n]
-        if len(part) == 0 or len(part) < min_seconds * rate:
+        stop = min(start + n, samples)
+        if stop <= start or stop - start < min_seconds * rate:
             break
-        window = np.zeros(n, dtype=np.float32)
-        window[: len(part)] = part
-        out.append((k, start, window, len(part)))
+        out.append((k, start, stop))
     return out
 
 
 def encode_clip(audio: np.ndarray, rate: int, clip_format: str = DEFAULT_CLIP_FORMAT) -> tuple[bytes, int]:
-    """File bytes of a float clip, and how many samples had to be clipped to fit (24-bit only)."""
+    """File bytes of a float clip ([samples] or [samples, channels]), and how many samples had
+    to be clipped to fit (24-bit only)."""
     container, subtype = CLIP_FORMATS[clip_format]
     data, clipped = _pcm24(audio) if subtype == "PCM_24" else (np.asarray(audio, dtype=np.float32), 0)
     buf = io.BytesIO()
-    sf.write(buf, data, rate, format=container, subtype=subtype)
+    sf.write(buf, np.ascontiguousarray(data), rate, format=container, subtype=subtype)
     return buf.getvalue(), clipped
 
 
@@ -151,39 +264,45 @@ def _pcm24(audio: np.ndarray) -> tuple[np.ndarray, int]:
 # ----------------------------------------------------------------------------- shard
 
 
-def _clip_track(track, raw_dir, out_dir, rates, clip_seconds, max_clips, min_seconds, clip_format,
+def _write_renderings(clip_id, segment, rate, renderings, out_dir, clip_format, stats) -> list[dict]:
+    """Write each rendering of one clip; its CLIP_SCHEMA ``audio`` cell."""
+    refs = []
+    for rendering in renderings:
+        audio, new_rate = render_clip(segment, rate, rendering)
+        data, clipped = encode_clip(audio, new_rate, clip_format)
+        rel = f"audio/{rendering}/{clip_file_name(clip_id, clip_format)}"
+        storage.write_bytes(storage.join(out_dir, rel), data)
+        stats["clipped_samples"] += clipped
+        refs.append({"rendering": rendering, "sample_rate": new_rate, "channels": int(audio.shape[1]),
+                     "path": rel})
+    return refs
+
+
+def _clip_track(track, raw_dir, out_dir, renderings, clip_seconds, max_clips, min_seconds, clip_format,
                 rejections, stats):
     track_id = str(track["track_id"])
     captions = _clean_captions(track)
-    mono_t, rate = decode_mono(track_id, resolve_audio(raw_dir, str(track["path"])))
-    mono = mono_t.numpy()
+    audio, mono, rate = decode_track(track_id, resolve_audio(raw_dir, str(track["path"])))
     if len(mono) < min_seconds * rate:
         raise ItemError(track_id, f"too short: {len(mono) / rate:.2f} s < min_seconds {min_seconds}")
+    if audio.shape[1] > 2:
+        stats["downmixed_tracks"] += 1
     rows = []
-    for k, start, window, real in cut_clips(mono, rate, clip_seconds, max_clips, min_seconds):
+    for k, start, stop in clip_spans(len(mono), rate, clip_seconds, max_clips, min_seconds):
         clip_id = f"{track_id}#{k}"
-        if float(np.abs(window).max()) < SILENT_WINDOW_PEAK:
+        if float(np.abs(mono[start:stop]).max()) < SILENT_WINDOW_PEAK:
             rejections.add(clip_id, "silent clip")
             continue
-        audio_refs = []
-        source = torch.from_numpy(window)
-        for new_rate in rates:
-            # Straight from the source rate to each model rate, never chained.
-            resampled = resample(source, rate, new_rate).numpy()
-            data, clipped = encode_clip(resampled, new_rate, clip_format)
-            rel = f"audio/{new_rate}/{clip_file_name(clip_id, clip_format)}"
-            storage.write_bytes(storage.join(out_dir, rel), data)
-            stats["clipped_samples"] += clipped
-            audio_refs.append({"sample_rate": new_rate, "path": rel})
+        refs = _write_renderings(clip_id, audio[start:stop], rate, renderings, out_dir, clip_format, stats)
         rows.append(
             {
                 "clip_id": clip_id,
                 "track_id": track_id,
                 "source": str(track["source"]),
                 "split": str(track["split"]),
-                "audio": audio_refs,
+                "audio": refs,
                 "start_s": start / rate,
-                "end_s": (start + real) / rate,  # end of real audio; the file is padded past it
+                "end_s": stop / rate,
                 "captions": captions,
                 "tags": [str(t) for t in track.get("tags") or []],
                 "licence": str(track["licence"]),
@@ -192,42 +311,42 @@ def _clip_track(track, raw_dir, out_dir, rates, clip_seconds, max_clips, min_sec
     return rows
 
 
-def _check_args(sample_rates, clip_seconds, max_clips_per_track, min_seconds, clip_format) -> list[int]:
+def _check_args(renderings, clip_seconds, max_clips_per_track, min_seconds, clip_format) -> list[str]:
     if clip_format not in CLIP_FORMATS:
         raise ValueError(f"clip_format must be one of {sorted(CLIP_FORMATS)}, got {clip_format!r}")
-    rates = sorted({int(r) for r in sample_rates})
-    if not rates or rates[0] <= 0:
-        raise ValueError(f"sample_rates must be positive and non-empty, got {sample_rates}")
+    unknown = sorted(set(renderings) - set(schema.RENDERINGS))
+    if unknown or not renderings:
+        raise ValueError(f"renderings must be a non-empty subset of {schema.RENDERINGS}, got {renderings}")
     if clip_seconds <= 0:
         raise ValueError(f"clip_seconds must be > 0, got {clip_seconds}")
     if max_clips_per_track < 1:
         raise ValueError(f"max_clips_per_track must be >= 1, got {max_clips_per_track}")
     if not 0 < min_seconds <= clip_seconds:
         raise ValueError(f"min_seconds must be in (0, clip_seconds], got {min_seconds}")
-    return rates
+    return [r for r in schema.RENDERINGS if r in set(renderings)]
 
 
 def clip_shard(
     raw_dir: str,
     out_dir: str,
-    sample_rates: list[int],
+    renderings: list[str],
     clip_seconds: float,
     max_clips_per_track: int = 1,
     min_seconds: float = 1.0,
     clip_format: str = DEFAULT_CLIP_FORMAT,
 ) -> dict:
-    """Write clips.parquet (schema.CLIP_SCHEMA), audio/<rate>/<clip>.<clip_format> and
-    rejected.jsonl."""
-    rates = _check_args(sample_rates, clip_seconds, max_clips_per_track, min_seconds, clip_format)
+    """Write clips.parquet (schema.CLIP_SCHEMA), audio/<rendering>/<clip>.<clip_format> and
+    rejected.jsonl. ``renderings``: see ``renderings_for``."""
+    renderings = _check_args(renderings, clip_seconds, max_clips_per_track, min_seconds, clip_format)
     storage.makedirs(out_dir)
     rejections = Rejections("clip")
     tracks, entries = _read_manifest(raw_dir, rejections)
     rows: list[dict] = []
-    stats = {"clipped_samples": 0}
+    stats = {"clipped_samples": 0, "downmixed_tracks": 0}
     for track in progress(tracks, desc="clip tracks"):
         try:
             rows.extend(
-                _clip_track(track, raw_dir, out_dir, rates, clip_seconds, max_clips_per_track,
+                _clip_track(track, raw_dir, out_dir, renderings, clip_seconds, max_clips_per_track,
                             min_seconds, clip_format, rejections, stats)
             )
         except ItemError as err:
@@ -236,15 +355,15 @@ def clip_shard(
     storage.write_parquet(storage.join(out_dir, layout.CLIPS), table)
     rejections.write(out_dir)
     if stats["clipped_samples"]:
-        log.warning("%d resampled samples exceeded full scale and were clipped",
-                    stats["clipped_samples"])
+        log.warning("%d samples exceeded full scale and were clipped to fit 24 bits", stats["clipped_samples"])
     return {
         "tracks": entries,
         "clips": len(rows),
         "tracks_clipped": len({r["track_id"] for r in rows}),
         "rejected": len(rejections),
-        "sample_rates": rates,
+        "renderings": renderings,
         "clip_seconds": float(clip_seconds),
         "clip_format": clip_format,
         "clipped_samples": stats["clipped_samples"],
+        "downmixed_tracks": stats["downmixed_tracks"],
     }

@@ -1,9 +1,11 @@
 """The embed_audio step: clip shards -> targets.parquet + meta.json + rejected.jsonl.
 
-Decoding and resampling run in a thread pool ahead of the model (bounded prefetch), the model
-embeds batches of windows across clips, and the targets stream into a parquet file written
-under a temporary name and moved into place. meta.json is written last: it marks the output
-complete, so a re-run with the same config and inputs skips the work.
+Each clip's target is what Navidrome's upload path stores for the clip's file: the family reads
+its rendering of the clip (``cfg.audio.clip_rendering``) with ``embedder.load_file``, exactly as
+the upload path loads a file. Decoding runs in a thread pool ahead of the model (bounded
+prefetch), the model embeds batches of windows across clips, and the targets stream into a
+parquet file written under a temporary name and moved into place. meta.json is written last: it
+marks the output complete, so a re-run with the same config and inputs skips the work.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import pyarrow.parquet as pq
 import torch
 
 from musictext import layout, schema, storage
-from musictext.audio.decode import load_clip
 from musictext.audio.embedder import AudioEmbedder, build_embedder
+from musictext.audio.families import family as family_spec
 from musictext.config import FamilyConfig, load_family_config
 from musictext.logs import progress
 from musictext.rejects import ItemError, Rejections
@@ -42,8 +44,7 @@ DECODE_NICENESS = 10
 class ClipRef:
     clip_id: str
     split: str
-    uri: str  # the file to decode
-    rate: int  # its declared sample rate
+    uri: str  # the file to decode: the clip's rendering for this family
 
 
 def config_fingerprint(cfg: FamilyConfig, clips_dirs: list[str]) -> str:
@@ -67,6 +68,10 @@ def expected_meta(cfg: FamilyConfig, clips_dirs: list[str]) -> dict:
         "model": a.model,
         "random_init": a.random_init,
         "storage_dtype": a.storage_dtype,
+        # which clip file the targets come from, and whether it is the clip as decoded
+        # (Music2Latent's native-rate option) or its 44.1 kHz stereo rendering
+        "clip_rendering": a.clip_rendering,
+        "m2l_native_rate": bool(getattr(a, "m2l_native_rate", False)),
         "fingerprint": config_fingerprint(cfg, clips_dirs),
     }
 
@@ -90,8 +95,8 @@ def _is_complete(out_dir: str, want: dict) -> dict | None:
     return meta if n == meta.get("n") else None
 
 
-def list_clips(clips_dirs: list[str], sample_rate: int, rejects: Rejections) -> list[ClipRef]:
-    """Every clip of every shard, with the file to decode; bad rows are rejected by name."""
+def list_clips(clips_dirs: list[str], rendering: str, rejects: Rejections) -> list[ClipRef]:
+    """Every clip of every shard, with its ``rendering`` file; bad rows are rejected by name."""
     refs: list[ClipRef] = []
     seen: set[str] = set()
     for row in layout.read_clips(clips_dirs, columns=["clip_id", "split", "audio"]).to_pylist():
@@ -109,14 +114,12 @@ def list_clips(clips_dirs: list[str], sample_rate: int, rejects: Rejections) -> 
             rejects.add(clip_id, "no audio file listed")
             continue
         try:
-            rel = schema.audio_path_for(audio, sample_rate)
-            rate = sample_rate
-        except KeyError:
-            # Not rendered at the model rate: decode the highest rate and resample.
-            best = max(audio, key=lambda r: int(r["sample_rate"]))
-            rel, rate = best["path"], int(best["sample_rate"])
+            ref = schema.audio_ref_for(audio, rendering)
+        except KeyError as err:
+            rejects.add(clip_id, f"{err.args[0]}: the clip stage did not write this family's rendering")
+            continue
         seen.add(clip_id)
-        refs.append(ClipRef(clip_id, split, storage.join(shard, rel), rate))
+        refs.append(ClipRef(clip_id, split, storage.join(shard, ref["path"])))
     return refs
 
 
@@ -131,21 +134,21 @@ def _yield_to_model() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
 
 
-def _decoded(refs: list[ClipRef], rate: int, workers: int, lookahead: int) -> Iterator:
-    """(ref, waveform or ItemError) in input order; decoding runs ``lookahead`` clips ahead."""
+def _decoded(embedder: AudioEmbedder, refs: list[ClipRef], workers: int, lookahead: int) -> Iterator:
+    """(ref, decoded input or ItemError) in input order; decoding runs ``lookahead`` clips ahead."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode",
                             initializer=_yield_to_model) as pool:
         queue: deque[tuple[ClipRef, Future]] = deque()
         it = iter(refs)
         for ref in it:
-            queue.append((ref, pool.submit(load_clip, ref.clip_id, ref.uri, rate, ref.rate)))
+            queue.append((ref, pool.submit(embedder.load_file, ref.uri, ref.clip_id)))
             if len(queue) >= lookahead:
                 break
         while queue:
             ref, fut = queue.popleft()
             nxt = next(it, None)
             if nxt is not None:
-                queue.append((nxt, pool.submit(load_clip, nxt.clip_id, nxt.uri, rate, nxt.rate)))
+                queue.append((nxt, pool.submit(embedder.load_file, nxt.uri, nxt.clip_id)))
             try:
                 yield ref, fut.result()
             except ItemError as err:
@@ -156,7 +159,7 @@ def _embed_group(embedder: AudioEmbedder, group, rejects: Rejections) -> list:
     """[(ref, wave)] -> [(ref, vec)]. On a model error the group is redone one clip at a time,
     so only the clip that fails is rejected."""
     try:
-        vecs = list(embedder.embed_prepared([w for _, w in group]))
+        vecs = list(embedder.embed_loaded([w for _, w in group]))
     except Exception as err:
         if len(group) == 1:
             rejects.add(group[0][0].clip_id, f"embedding failed: {type(err).__name__}: {err}")
@@ -239,7 +242,7 @@ def embed_clips(
 
     audio = cfg.audio
     rejects = Rejections(STAGE)
-    refs = list_clips(clips_dirs, audio.sample_rate, rejects)
+    refs = list_clips(clips_dirs, audio.clip_rendering, rejects)
     embedder = embedder or build_embedder(audio)
     if embedder.target_dim != audio.target_dim:
         raise ValueError(f"embedder gives {embedder.target_dim}-D, config wants {audio.target_dim}")
@@ -250,7 +253,7 @@ def embed_clips(
     lookahead = max(2 * batch_units, 4 * max(1, audio.decode_workers))
     try:
         group, units = [], 0
-        stream = _decoded(refs, audio.sample_rate, audio.decode_workers, lookahead)
+        stream = _decoded(embedder, refs, audio.decode_workers, lookahead)
         for ref, wave in progress(stream, desc=f"embed {cfg.family}", total=len(refs), unit="clip"):
             if isinstance(wave, ItemError):
                 rejects.add(ref.clip_id, wave.reason)
@@ -276,18 +279,27 @@ def embed_clips(
     return {**meta, "skipped": False}
 
 
-def embed_shard(clips_dir: str, out_dir: str, families: list[str], profile: str) -> dict:
+def embed_shard(clips_dir: str, out_dir: str, families: list[str], profile: str,
+                m2l_native_rate: bool = False) -> dict:
     """The per-shard GPU task: targets of one clip shard for each family, in out_dir/<family>/.
 
     One task per shard keeps each unit of work (and each retry) small and lets a shard's
     embedding start as soon as it is clipped; the families run one after another on one GPU.
     Each family's output is idempotent (see embed_clips), so a retried task redoes only what
-    was not finished.
+    was not finished. ``m2l_native_rate`` sets that field of every family config that has it
+    (Music2Latent then reads the clip as decoded, not its 44.1 kHz stereo rendering).
     """
     summary: dict[str, int] = {}
     for family in families:
-        cfg = load_family_config(family, profile)
+        cfg = load_family_config(family, profile, native_rate_override(family, m2l_native_rate))
         meta = embed_clips([clips_dir], storage.join(out_dir, family), cfg)
         summary[f"{family}_targets"] = int(meta["n"])
         summary[f"{family}_rejected"] = int(meta["n_rejected"])
     return summary
+
+
+def native_rate_override(family: str, m2l_native_rate: bool) -> dict | None:
+    """The config override that turns ``m2l_native_rate`` on for ``family``, if it has the field."""
+    if m2l_native_rate and "m2l_native_rate" in family_spec(family).config.model_fields:
+        return {"audio": {"m2l_native_rate": True}}
+    return None

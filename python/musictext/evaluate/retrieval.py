@@ -19,8 +19,9 @@ HEATMAP_MAX = 64  # clips shown in the similarity heatmap
 
 
 def block_diagnostics(pred: np.ndarray, target: np.ndarray, n_blocks: int = 3) -> dict:
-    """Per enrichment block: mean cosine(pred, target) over rows where both are non-zero, and
-    each side's mean share of the (unit) vector's energy.
+    """Per enrichment block (mean | robust | dmean, always all three): mean cosine between the
+    predicted and target sub-vectors over rows where both are non-zero, and each side's mean share
+    of the (unit) vector's energy; ``full``: the mean cosine of the whole vectors.
 
     A block that is all-zero in the targets (MuQ's robust/dmean for clips ≤120 s) has no
     defined cosine; its energies still show whether the model learned to leave it empty.
@@ -88,12 +89,15 @@ def similarity_png(sim: np.ndarray, title: str) -> bytes:
     return _png(fig)
 
 
-def _family(targets_dir: str, family: str | None) -> str:
-    if family:
-        return family
+# What the report says about the targets, from the targets' meta.json (what the embed stage ran).
+TARGET_FACTS = ("family", "kind", "model", "random_init", "target_dim", "sample_rate", "clip_rendering")
+
+
+def targets_meta(targets_dir: str) -> dict:
+    """The facts of ``TARGET_FACTS`` that the targets' meta.json records (none when it has no meta)."""
     meta_uri = storage.join(targets_dir, layout.META)
     meta = storage.read_json(meta_uri) if storage.exists(meta_uri) else {}
-    return str(meta.get("family", "unknown"))
+    return {k: meta[k] for k in TARGET_FACTS if k in meta}
 
 
 def evaluate(
@@ -109,7 +113,8 @@ def evaluate(
     data = load_split(text_dir, targets_dir, split, model.max_length)
     if len(data) == 0:
         raise ValueError(f"no {split} clips with both captions and targets")
-    family = _family(targets_dir, family)
+    targets = targets_meta(targets_dir)
+    family = family or str(targets.get("family", "unknown"))
     log.info("evaluating %s on %d %s clips", family, len(data), split)
     # The query path Navidrome uses: raw text through the embedder's own tokenizer.
     pred = model.embed_texts(data.first_captions())
@@ -125,6 +130,7 @@ def evaluate(
         "audio_to_text": metrics_from_ranks(ranks_a2t),
         "chance": chance_metrics(len(data)),
         "blocks": block_diagnostics(pred, data.targets),
+        "targets": targets,
     }
     plots = {
         "rank_histogram": (PLOT_RANKS, rank_histogram_png(ranks_t2a, ranks_a2t, f"{family}: ranks ({split})")),

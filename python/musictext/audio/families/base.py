@@ -15,7 +15,8 @@ from typing import Any, Literal, get_args
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from musictext.audio.features import cut_windows, window_starts
+from musictext.audio.decode import load_librosa
+from musictext.audio.features import cut_windows, prepare_waveform, window_starts
 
 
 class AudioConfigBase(BaseModel):
@@ -70,6 +71,12 @@ class AudioConfigBase(BaseModel):
         """Length of the enriched vector: [mean | IQR/1.349 | dmean]."""
         return 3 * self.window_dim
 
+    @property
+    def clip_rendering(self) -> str:
+        """The clip file this family's upload path reads (``schema.RENDERINGS``): the clip as
+        decoded from its source, loaded like any file (a family may read another)."""
+        return "native"
+
 
 class WindowedAudioConfig(AudioConfigBase):
     """Families that cut a track into fixed windows (seconds) before the model."""
@@ -88,7 +95,8 @@ class Loaded:
 
 
 class FamilyAdapter(ABC):
-    """How a track becomes model units and a batch of units becomes columns [D, t].
+    """How a file becomes the model's input, that input becomes units, and a batch of units
+    becomes columns [D, t].
 
     Subclasses never touch enrichment or cross-track batching (the shared AudioEmbedder does).
     """
@@ -97,9 +105,19 @@ class FamilyAdapter(ABC):
         self.cfg = cfg
         self.loaded = loaded
 
-    def units(self, mono: torch.Tensor) -> list[torch.Tensor]:
-        """Model inputs of one track (each [samples]); the default is the whole track."""
-        return [mono]
+    @abstractmethod
+    def load_file(self, item: str, uri: str) -> torch.Tensor:
+        """Decode ``uri`` as the family's upload path does; bad files raise ItemError(item, ..)."""
+
+    def from_tensor(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """The sidecar's tensor path (``embed_audio_tensor``): mono by channel mean, then
+        torchaudio's resampling to the model rate."""
+        return prepare_waveform(waveform, sample_rate, self.cfg.sample_rate)
+
+    def units(self, loaded: torch.Tensor) -> list[torch.Tensor]:
+        """Model inputs of one track; the default is the whole (mono) track."""
+        _check_mono(loaded)
+        return [loaded]
 
     def n_units(self, samples: int) -> int:
         """How many units a track of ``samples`` samples (at the model rate) becomes."""
@@ -107,11 +125,17 @@ class FamilyAdapter(ABC):
 
     @abstractmethod
     def run(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """[B, samples] equal-length units -> B float32 matrices [D, t]."""
+        """[B, *unit shape] equal-shaped units -> B float32 matrices [D, t]."""
+
+
+def _check_mono(track: torch.Tensor) -> None:
+    if track.dim() != 1 or track.numel() == 0:
+        raise ValueError(f"expected a non-empty mono waveform, got shape {tuple(track.shape)}")
 
 
 class WindowedAdapter(FamilyAdapter):
-    """Units are the config's windows, the last one aligned to the end of the track."""
+    """Units are the config's windows, the last one aligned to the end of the track; files are
+    loaded as ``librosa.load(file, sr=model rate, mono=True)`` (soxr_hq)."""
 
     cfg: WindowedAudioConfig
 
@@ -119,8 +143,12 @@ class WindowedAdapter(FamilyAdapter):
         sr = self.cfg.sample_rate
         return int(float(self.cfg.window_s) * sr), int(float(self.cfg.hop_s) * sr)
 
-    def units(self, mono):
-        return cut_windows(mono, *self._chunk_hop())
+    def load_file(self, item, uri):
+        return load_librosa(item, uri, self.cfg.sample_rate)
+
+    def units(self, loaded):
+        _check_mono(loaded)
+        return cut_windows(loaded, *self._chunk_hop())
 
     def n_units(self, samples):
         return len(window_starts(samples, *self._chunk_hop()))

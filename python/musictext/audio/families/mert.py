@@ -65,11 +65,15 @@ def tiny_mert(sample_rate: int, num_hidden_layers: int, hidden_size: int, arch: 
     with seeded(seed):
         model = HubertModel(config)
     model.eval()
+    # MERT-v1-330M's published preprocessor_config.json (created in commit d0726b6 of
+    # huggingface.co/m-a-p/MERT-v1-330M, unchanged since): feature_size 1, sampling_rate 24000,
+    # padding_side right, padding_value 0, do_normalize false, return_attention_mask true.
     processor = Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=sample_rate,
+        padding_side="right",
         padding_value=0.0,
-        do_normalize=True,
+        do_normalize=False,
         return_attention_mask=True,
     )
     return model, processor

@@ -14,6 +14,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
+from musictext.audio.decode import load_librosa, load_torchaudio_like
 from musictext.audio.families.base import FamilySpec, Loaded, WindowedAdapter, WindowedAudioConfig
 from musictext.audio.random_init import DEFAULT_SEED, LogMel, gaussian, init_seed
 from musictext.hub import resolve_pretrained
@@ -33,6 +34,10 @@ class MuQAudioConfig(WindowedAudioConfig):
     # 10 s clips per audio-tower call (the sidecar's serial mode is 1; larger calls keep a GPU
     # busy, but on a CPU the spectrograms of many clips at once cost more than they save).
     clips_per_call: int = 12
+    # How a file is loaded (navidrome-contract.md, upload path): "librosa" is what the sidecar
+    # does with torchaudio >= 2.9 (any install since Oct 2025): librosa.load, soxr_hq;
+    # "torchaudio" is its older path: decode, channel mean, torchaudio's default resampling.
+    loader: Literal["librosa", "torchaudio"] = "librosa"
 
     @field_validator("towers")
     @classmethod
@@ -57,6 +62,11 @@ class MuQAdapter(WindowedAdapter):
 
     cfg: MuQAudioConfig
 
+    def load_file(self, item, uri):
+        if self.cfg.loader == "torchaudio":
+            return load_torchaudio_like(item, uri, self.cfg.sample_rate)
+        return load_librosa(item, uri, self.cfg.sample_rate)
+
     def run(self, batch):
         model = self.loaded.model
         tower = getattr(model, "mulan_module", None)
@@ -75,15 +85,18 @@ class TinyMuLan(nn.Module):
 
     Like MuLan, each window is cut into ``clip_secs`` clips (the last partial clip is filled
     with the window's beginning), each clip is embedded and L2-normalised, and the clip
-    latents are averaged. A clip embedding is a fixed random 2-layer projection of log-mel
-    statistics: spectral shape (timbre/register), level (dynamics), temporal spread,
-    onset strength (articulation/drums) and the onset autocorrelation (tempo).
+    latents are averaged. MuLan's clips are 10 s (twelve per 120 s window); the demo's 2 s
+    windows use 1 s clips (``random_init_arch.clip_secs``), so a window still averages several
+    clip latents and a clip still covers most tempo lags (0.2 s .. 1 s of the 0.2 .. 1.2 s).
+    A clip embedding is a fixed random 2-layer projection of log-mel statistics: spectral shape
+    (timbre/register), level (dynamics), temporal spread, onset strength (articulation/drums)
+    and the onset autocorrelation (tempo).
     """
 
     def __init__(self, sample_rate: int, embed_dim: int, n_mels: int = 64, hidden: int = 128,
-                 clip_secs: int = 10, n_lags: int = 48, seed: int = DEFAULT_SEED):
+                 clip_secs: float = 10, n_lags: int = 48, seed: int = DEFAULT_SEED):
         super().__init__()
-        self.sr, self.clip_secs, self.embed_dim = int(sample_rate), int(clip_secs), int(embed_dim)
+        self.sr, self.clip_secs, self.embed_dim = int(sample_rate), float(clip_secs), int(embed_dim)
         hop = self.sr // 50  # 50 frames/s
         self.frontend = LogMel(self.sr, 2 * hop if 2 * hop >= 256 else 256, hop, n_mels, center=True)
         self.lags = torch.arange(10, 10 + n_lags)  # 0.2 s .. ~1.2 s at 50 frames/s
@@ -93,7 +106,7 @@ class TinyMuLan(nn.Module):
         self.proj2 = nn.Parameter(gaussian(gen, embed_dim, hidden), requires_grad=False)
 
     def _clip_index(self, length: int) -> list[torch.Tensor]:
-        delta = self.sr * self.clip_secs
+        delta = int(round(self.sr * self.clip_secs))
         index, accum = [], 0
         while accum + delta <= length:
             index.append(torch.arange(accum, accum + delta))
@@ -144,7 +157,7 @@ def build_tiny_mulan(cfg: MuQAudioConfig, device: torch.device) -> Loaded:
         int(cfg.embed_dim),
         n_mels=int(arch.get("n_mels", 64)),
         hidden=int(arch.get("hidden", 128)),
-        clip_secs=int(arch.get("clip_secs", 10)),
+        clip_secs=float(arch.get("clip_secs", 10)),
         seed=init_seed(cfg.kind, arch),
     )
     return Loaded(model.to(device).eval(), None, cfg.sample_rate)

@@ -16,11 +16,15 @@ from musictext.ingest.synthetic.midi import build_midi
 from musictext.rejects import ItemError
 
 SAMPLE_RATE = 44100
+CHANNELS = 2
 SOUNDFONT_ENV = "MUSICTEXT_SOUNDFONT"
 DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/TimGM6mb.sf2"
 SOUNDFONT_PACKAGE = "timgm6mb-soundfont"
 FLUIDSYNTH_PACKAGE = "fluidsynth"
-FLUIDSYNTH_GAIN = 1.0  # loud clips peak near -1 dBFS, soft ones sit ~15 dB lower
+# Channel peaks of 60 specs (seed 0): loud clips median -4 dBFS, soft ones ~14 dB lower. FluidSynth
+# writes 16-bit samples, so the densest loud clips (4 of 32) reach full scale and are clipped there:
+# that keeps loud clips loud, where scaling a float render down would make them soft.
+FLUIDSYNTH_GAIN = 1.0
 SILENT_RENDER_PEAK = 1e-4  # -80 dBFS: a render this quiet means the instrument produced nothing
 
 
@@ -51,17 +55,20 @@ def check_renderer() -> tuple[str, str]:
 
 
 def _fit_length(audio: np.ndarray, n: int) -> np.ndarray:
-    """Cut or zero-pad to exactly ``n`` samples, with a 30 ms fade so the cut does not click."""
-    out = np.zeros(n, dtype=np.float32)
+    """[samples, channels] cut or zero-padded to exactly ``n`` samples, with a 30 ms fade so the
+    cut does not click."""
+    out = np.zeros((n, audio.shape[1]), dtype=np.float32)
     m = min(n, len(audio))
     out[:m] = audio[:m]
     fade = min(int(0.03 * SAMPLE_RATE), n)
-    out[n - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    out[n - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)[:, None]
     return out
 
 
 def render(spec: ClipSpec, fluidsynth: str | None = None, soundfont: str | None = None) -> np.ndarray:
-    """Mono float32 audio at 44.1 kHz, exactly ``spec.duration_s`` long."""
+    """FluidSynth's stereo output, float32 [samples, 2] at 44.1 kHz, exactly ``spec.duration_s``
+    long. Kept stereo (its reverb, chorus and panning make L and R differ) so that the demo
+    exercises Music2Latent's two-channel path; deterministic for a spec."""
     if fluidsynth is None or soundfont is None:
         fluidsynth, soundfont = check_renderer()
     with tempfile.TemporaryDirectory(prefix="musictext-render-") as tmp:
@@ -77,7 +84,9 @@ def render(spec: ClipSpec, fluidsynth: str | None = None, soundfont: str | None 
         stereo, rate = sf.read(wav, dtype="float32", always_2d=True)
     if rate != SAMPLE_RATE:
         raise ItemError(spec.track_id, f"fluidsynth wrote {rate} Hz, expected {SAMPLE_RATE}")
-    audio = _fit_length(stereo.mean(axis=1), int(round(spec.duration_s * SAMPLE_RATE)))
+    if stereo.shape[1] != CHANNELS:
+        raise ItemError(spec.track_id, f"fluidsynth wrote {stereo.shape[1]} channels, expected {CHANNELS}")
+    audio = _fit_length(stereo, int(round(spec.duration_s * SAMPLE_RATE)))
     peak = float(np.abs(audio).max())
     if peak < SILENT_RENDER_PEAK:
         raise ItemError(spec.track_id, f"rendered silence (peak {peak:.2e})")
@@ -87,7 +96,7 @@ def render(spec: ClipSpec, fluidsynth: str | None = None, soundfont: str | None 
 
 
 def wav_bytes(audio: np.ndarray) -> bytes:
-    """Mono 16-bit WAV: what a downloaded source file looks like, at half the float size."""
+    """Stereo 16-bit WAV: what a downloaded source file looks like, at half the float size."""
     buf = io.BytesIO()
     sf.write(buf, audio, SAMPLE_RATE, format="WAV", subtype="PCM_16")
     return buf.getvalue()
