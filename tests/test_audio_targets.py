@@ -16,6 +16,7 @@ import torch
 from musictext import layout, schema, storage
 from musictext.audio import build_embedder
 from musictext.audio.families.music2latent import MONO_REASON
+from musictext.clip.cut import render_clip
 from musictext.config import load_family_config
 from musictext.embed.targets import embed_clips, embed_shard, native_rate_override
 from musictext.rejects import read_rejections
@@ -41,6 +42,14 @@ def rendering_path(shard: str | Path, clip_id: str, rendering: str) -> str:
     return str(Path(shard) / schema.audio_ref_for(row["audio"], rendering)["path"])
 
 
+def as_clipped(data, rate: int) -> dict:
+    """A clip as the clip stage writes it for MuQ-MuLan: the native file and its mono24k
+    rendering (librosa.load's result; a 24 kHz mono file, or bytes/None, is its own)."""
+    if rate == 24000 and (data is None or isinstance(data, bytes) or np.ndim(data) == 1):
+        return {"native": (data, rate), "mono24k": (data, rate)}
+    return {"native": (data, rate), "mono24k": render_clip(np.asarray(data, np.float32).reshape(len(data), -1), rate, "mono24k")}
+
+
 def stereo(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.stack([left, right], axis=1)
 
@@ -50,26 +59,26 @@ def stereo(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 def shards(tmp_path):
     sr = 24000
     good_a = [
-        {"clip_id": f"a{i}#0", "split": s, "audio": {"native": (tone(110 * (i + 1), sr, 1.5 + 0.5 * i), sr)}}
+        {"clip_id": f"a{i}#0", "split": s, "audio": as_clipped(tone(110 * (i + 1), sr, 1.5 + 0.5 * i), sr)}
         for i, s in enumerate(["train", "train", "valid", "test"])
     ]
     bad_a = [
-        {"clip_id": "broken#0", "audio": {"native": (b"this is not an audio file", sr)}},
-        {"clip_id": "silent#0", "audio": {"native": (np.zeros(sr, dtype=np.float32), sr)}},
-        {"clip_id": "empty#0", "audio": {"native": (np.zeros(0, dtype=np.float32), sr)},
+        {"clip_id": "broken#0", "audio": as_clipped(b"this is not an audio file", sr)},
+        {"clip_id": "silent#0", "audio": as_clipped(np.zeros(sr, dtype=np.float32), sr)},
+        {"clip_id": "empty#0", "audio": as_clipped(np.zeros(0, dtype=np.float32), sr),
          "ext": "wav", "subtype": "FLOAT"},
         {"clip_id": "nan#0", "ext": "wav", "subtype": "FLOAT",
-         "audio": {"native": (np.where(np.arange(sr) == 100, np.nan, tone(300, sr, 1.0)).astype(np.float32), sr)}},
-        {"clip_id": "missing#0", "audio": {"native": (None, sr)}},
+         "audio": as_clipped(np.where(np.arange(sr) == 100, np.nan, tone(300, sr, 1.0)).astype(np.float32), sr)},
+        {"clip_id": "missing#0", "audio": as_clipped(None, sr)},
         {"clip_id": "m2l-only#0", "audio": {"stereo44k": (stereo(tone(200, 44100, 1.0), tone(300, 44100, 1.0)), 44100)}},
     ]
     shard_a = make_clip_shard(tmp_path / "clips_a", good_a + bad_a)
     good_b = [
         # A stereo 44.1 kHz source with different channels: librosa mixes and resamples it.
-        {"clip_id": "b0#0", "split": "train", "audio": {"native": (stereo(tone(220, 44100, 2.0), tone(330, 44100, 2.0)), 44100)}},
-        {"clip_id": "b1#0", "split": "valid", "audio": {"native": (tone(523.25, 48000, 3.2, bpm=90), 48000)},
+        {"clip_id": "b0#0", "split": "train", "audio": as_clipped(stereo(tone(220, 44100, 2.0), tone(330, 44100, 2.0)), 44100)},
+        {"clip_id": "b1#0", "split": "valid", "audio": as_clipped(tone(523.25, 48000, 3.2, bpm=90), 48000),
          "format": "flac"},
-        {"clip_id": "a0#0", "split": "train", "audio": {"native": (tone(99, sr, 1.0), sr)}},  # duplicate id
+        {"clip_id": "a0#0", "split": "train", "audio": as_clipped(tone(99, sr, 1.0), sr)},  # duplicate id
     ]
     shard_b = make_clip_shard(tmp_path / "clips_b", good_b)
     return [str(shard_a), str(shard_b)], tmp_path
@@ -85,7 +94,7 @@ def test_embed_clips_end_to_end(shards):
     for key, value in {
         "family": "muq", "kind": "muq_mulan", "target_dim": cfg.audio.target_dim,
         "window_dim": cfg.audio.window_dim, "sample_rate": 24000, "model": cfg.audio.model,
-        "random_init": True, "n": 6, "storage_dtype": "float32", "clip_rendering": "native",
+        "random_init": True, "n": 6, "storage_dtype": "float32", "clip_rendering": "mono24k",
         "m2l_native_rate": False,
     }.items():
         assert disk_meta[key] == value, key
@@ -111,7 +120,7 @@ def test_embed_clips_end_to_end(shards):
     assert "zero-length" in reasons["empty#0"]
     assert "not finite" in reasons["nan#0"]  # librosa.load's own check
     assert "missing" in reasons["missing#0"]
-    assert "no 'native' rendering" in reasons["m2l-only#0"]
+    assert "no 'mono24k' rendering" in reasons["m2l-only#0"]
     assert "duplicate" in reasons["a0#0"]
     assert all(r["stage"] == "embed_audio" for r in read_rejections(out))
 
@@ -150,7 +159,7 @@ def test_embed_shard_passes_m2l_native_rate_to_the_families_that_have_it(tmp_pat
     embed_shard(shard, str(out), ["muq", "music2latent"], "demo", m2l_native_rate=True)
     metas = {f: storage.read_json(os.path.join(out, f, layout.META)) for f in ("muq", "music2latent")}
     assert {f: (m["clip_rendering"], m["m2l_native_rate"]) for f, m in metas.items()} == {
-        "muq": ("native", False), "music2latent": ("native", True)}
+        "muq": ("mono24k", False), "music2latent": ("native", True)}
     assert native_rate_override("muq", True) is None and native_rate_override("music2latent", False) is None
 
 

@@ -28,7 +28,7 @@ from musictext.clip.cut import (
 from musictext.rejects import read_rejections
 
 torch.set_num_threads(1)
-RENDERINGS = ["native", "stereo44k"]
+RENDERINGS = ["native", "mono24k", "stereo44k"]
 CLIP_S = 5.0
 R = 1 / math.sqrt(2)  # -3 dB
 
@@ -134,13 +134,16 @@ def test_every_clip_has_each_rendering_at_its_rate_channels_and_length(clipped, 
         assert [r["rendering"] for r in row["audio"]] == RENDERINGS
         info = sf.info(str(raw_shard / "audio" / sources[row["track_id"]]))
         seconds = row["end_s"] - row["start_s"]
-        native, stereo = refs["native"], refs["stereo44k"]
+        native, mono, stereo = refs["native"], refs["mono24k"], refs["stereo44k"]
         assert (native["sample_rate"], native["channels"]) == (info.samplerate, info.channels)
+        assert (mono["sample_rate"], mono["channels"]) == (24000, 1)
         assert (stereo["sample_rate"], stereo["channels"]) == (44100, 2)
-        for ref in (native, stereo):
+        for ref in (native, mono, stereo):
             assert ref["path"].startswith(f"audio/{ref['rendering']}/") and ref["path"].endswith(".wav")
             file = sf.info(str(out / ref["path"]))
             assert (file.samplerate, file.channels, file.subtype) == (ref["sample_rate"], ref["channels"], "FLOAT")
+            if ref is mono:  # librosa.load's own length (soxr): checked against that call below
+                continue
             # Exactly the clip's audio, at the rendering's rate: no padding.
             assert file.frames == math.ceil(round(seconds * info.samplerate) * ref["sample_rate"] / info.samplerate), (
                 clip_id, ref)
@@ -155,6 +158,17 @@ def test_native_rendering_is_the_decoded_source_segment(clipped, raw_shard):
         want = source[round(row["start_s"] * rate) : round(row["end_s"] * rate)]
         got, got_rate = _read(out / _refs(row)["native"]["path"])
         assert got_rate == rate and np.array_equal(got, want), clip_id
+
+
+def test_mono24k_rendering_is_what_librosa_loads_from_the_native_clip(clipped):
+    """The upload path of MuQ-MuLan and MERT, applied to the native clip file, gives exactly the
+    mono24k samples, and loading the mono24k file the same way gives them back unchanged."""
+    out, _, rows, _ = clipped
+    for clip_id in ("stereo#1", "mp3/track 1#0", "surround#0", "short#0"):
+        refs = _refs(rows[clip_id])
+        want, _ = librosa.load(str(out / refs["native"]["path"]), sr=24000, mono=True)
+        got, _ = librosa.load(str(out / refs["mono24k"]["path"]), sr=24000, mono=True)
+        assert np.array_equal(got, want), clip_id
 
 
 def test_stereo44k_rendering_follows_the_documented_recipe(clipped, raw_shard):
@@ -200,11 +214,11 @@ def test_downmix_rules():
 
 
 def test_renderings_for_follow_the_family_configs():
-    assert renderings_for(["muq", "mert"], "demo") == ["native"]
+    assert renderings_for(["muq", "mert"], "demo") == ["mono24k"]
     assert renderings_for(["music2latent"], "demo") == ["stereo44k"]
-    assert renderings_for(["music2latent", "muq"], "production") == RENDERINGS
+    assert renderings_for(["music2latent", "muq"], "production") == ["mono24k", "stereo44k"]
     # m2l_native_rate: Music2Latent reads the native clip as Navidrome reads a user's file.
-    assert renderings_for(["music2latent", "muq"], "demo", m2l_native_rate=True) == ["native"]
+    assert renderings_for(["music2latent", "muq"], "demo", m2l_native_rate=True) == ["native", "mono24k"]
 
 
 def test_flac_clips_hold_the_default_float_wav_samples_rounded_to_24_bits(clipped, raw_shard, tmp_path):
@@ -304,7 +318,7 @@ def test_bad_arguments_and_missing_manifest(tmp_path):
     with pytest.raises(ValueError, match="renderings"):
         clip_shard(str(tmp_path), str(tmp_path / "o"), [], 5.0)
     with pytest.raises(ValueError, match="renderings"):
-        clip_shard(str(tmp_path), str(tmp_path / "o"), ["native", "mono24k"], 5.0)
+        clip_shard(str(tmp_path), str(tmp_path / "o"), ["native", "mono22k"], 5.0)
     with pytest.raises(ValueError):
         clip_shard(str(tmp_path), str(tmp_path / "o"), ["native"], 5.0, min_seconds=6.0)
     with pytest.raises(ValueError, match="clip_format"):

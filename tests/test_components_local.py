@@ -71,10 +71,10 @@ def test_download_clip_embed_gather_chain(kfp_local):
     assert all(t.schema.equals(schema.CLIP_SCHEMA) for t in tables)
     assert sum(t.num_rows for t in tables) == 5
     refs = tables[0].column("audio").to_pylist()[0]
-    # The renderings the chosen families read (MuQ: the clip as decoded; Music2Latent: 44.1 kHz
-    # stereo), nothing else; the synthetic source is 44.1 kHz stereo.
+    # The renderings the chosen families read (MuQ: librosa.load's 24 kHz mono of the clip;
+    # Music2Latent: 44.1 kHz stereo), nothing else; the synthetic source is 44.1 kHz stereo.
     assert [(r["rendering"], r["sample_rate"], r["channels"]) for r in refs] == [
-        ("native", 44100, 2), ("stereo44k", 44100, 2)]
+        ("mono24k", 24000, 1), ("stereo44k", 44100, 2)]
     assert all(Path(index["shards"][0], r["path"]).is_file() and r["path"].endswith(".flac") for r in refs)
     # One embedding task per shard; the family's gathered targets list both shard files.
     listing = json.loads((targets_dir / "shards.json").read_text())["files"]
@@ -85,11 +85,11 @@ def test_download_clip_embed_gather_chain(kfp_local):
 
 
 def test_m2l_native_rate_reaches_the_clip_and_embed_tasks(kfp_local):
-    """The option: one rendering for both families (the clip as decoded), recorded in the meta."""
+    """The option: Music2Latent reads the clip as decoded, recorded in the meta."""
     targets_dir = Path(data_stages(corpus_size=2, shard_size=2, m2l_native_rate=True).output.path)
     meta = json.loads((targets_dir / layout.META).read_text())
     assert (meta["clip_rendering"], meta["m2l_native_rate"], meta["n"]) == ("native", True, 2)
     index_dir = latest_index(kfp_local)
     (shard,) = json.loads((index_dir / "index.json").read_text())["shards"]
     for refs in pq.read_table(Path(shard, layout.CLIPS)).column("audio").to_pylist():
-        assert [r["rendering"] for r in refs] == ["native"]
+        assert [r["rendering"] for r in refs] == ["native", "mono24k"]

@@ -53,7 +53,7 @@ def test_embed_shard_writes_each_family(embedded):
         dim = load_family_config(family, "demo").audio.target_dim
         assert table.schema.field("target").type.list_size == dim
     # Each family's meta.json records the clip file its targets come from.
-    assert storage.read_json(str(out0 / "muq" / layout.META))["clip_rendering"] == "native"
+    assert storage.read_json(str(out0 / "muq" / layout.META))["clip_rendering"] == "mono24k"
     meta = storage.read_json(str(out0 / "music2latent" / layout.META))
     assert meta["clip_rendering"] == "stereo44k" and meta["m2l_native_rate"] is False
 

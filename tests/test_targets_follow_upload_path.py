@@ -62,7 +62,7 @@ def demo_run(tmp_path_factory):
     with open(raw / layout.MANIFEST, "a") as manifest:
         for row in _user_tracks(raw):
             manifest.write(json.dumps(row) + "\n")
-    clip_shard(str(raw), str(clips), renderings_for(FAMILIES, "demo"), CLIP_S, max_clips_per_track=2)
+    clip_shard(str(raw), str(clips), renderings_for(FAMILIES, "demo") + ["native"], CLIP_S, max_clips_per_track=2)
     summary = embed_shard(str(clips), str(root / "targets"), FAMILIES, "demo")
     tracks = {r["track_id"]: r for r in storage.read_jsonl(str(raw / layout.MANIFEST))}
     rows = storage.read_parquet(str(clips / layout.CLIPS)).to_pylist()
@@ -99,7 +99,7 @@ def test_every_clip_gets_a_target_in_every_family(demo_run):
     for family in FAMILIES:
         assert (summary[f"{family}_targets"], summary[f"{family}_rejected"]) == (len(rows), 0), family
     recorded = {f: storage.read_json(str(root / "targets" / f / layout.META))["clip_rendering"] for f in FAMILIES}
-    assert recorded == {"muq": "native", "mert": "native", "music2latent": "stereo44k"}
+    assert recorded == {"muq": "mono24k", "mert": "mono24k", "music2latent": "stereo44k"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -13,9 +13,12 @@ TRACK_FIELDS = ("track_id", "source", "split", "path", "captions", "tags", "lice
 # - "native": the clip's samples as decoded from the source (its rate, all its channels), lossless;
 #   MuQ-MuLan and MERT load it as Navidrome loads a file (librosa: channel mean, soxr_hq to 24 kHz),
 #   Music2Latent with ``m2l_native_rate`` encodes it as is.
+# - "mono24k": exactly what librosa.load(<the native clip file>, sr=24000, mono=True) returns,
+#   stored losslessly; loading it the same way again returns the same samples, so MuQ-MuLan and
+#   MERT (librosa loader) get the native file's vectors without resampling in the GPU task.
 # - "stereo44k": 44.1 kHz two-channel (a mono source as L = R), what Music2Latent's upload path
 #   stores for the usual library file.
-RENDERINGS = ("native", "stereo44k")
+RENDERINGS = ("native", "mono24k", "stereo44k")
 AUDIO_REF = pa.struct(
     [("rendering", pa.string()), ("sample_rate", pa.int32()), ("channels", pa.int32()), ("path", pa.string())]
 )

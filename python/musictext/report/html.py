@@ -20,6 +20,9 @@ BLOCKS = ("mean", "robust", "dmean", "full")
 RENDERING_NOTES = {
     "native": "each clip as decoded from its source file (source rate, all channels), loaded as "
               "this family's upload path loads a file",
+    "mono24k": "librosa.load(sr=24000, mono=True) of each clip as decoded from its source file "
+               "(channel mean, soxr_hq), computed when clipping and stored losslessly: the vectors "
+               "of the native clip file",
     "stereo44k": "a 44.1 kHz stereo rendering of each clip (a mono source as L = R, other rates "
                  "resampled once with soxr_hq, more than two channels downmixed by ITU-R BS.775)",
 }

@@ -94,6 +94,16 @@ class Loaded:
     sample_rate: int = 0
 
 
+class LibrosaLoadedConfig(WindowedAudioConfig):
+    """A family whose upload path is ``librosa.load(file, sr=sample_rate, mono=True)``."""
+
+    @property
+    def clip_rendering(self) -> str:
+        # The clip stage stores that call's result ("mono24k"): the same vectors as the native
+        # file, without the resampling in the GPU task. Other rates read the native clip.
+        return "mono24k" if self.sample_rate == 24000 else "native"
+
+
 class FamilyAdapter(ABC):
     """How a file becomes the model's input, that input becomes units, and a batch of units
     becomes columns [D, t].

@@ -7,12 +7,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-from musictext.audio.families.base import FamilySpec, Loaded, WindowedAdapter, WindowedAudioConfig
+from musictext.audio.families.base import FamilySpec, LibrosaLoadedConfig, Loaded, WindowedAdapter
 from musictext.audio.random_init import init_seed, seeded
 from musictext.hub import resolve_pretrained
 
 
-class MertAudioConfig(WindowedAudioConfig):
+class MertAudioConfig(LibrosaLoadedConfig):
     kind: Literal["mert"]
     num_hidden_layers: int  # transformer layers (24) -> 25 hidden states
     hidden_size: int  # 1024

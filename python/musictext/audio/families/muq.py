@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from musictext.audio.decode import load_librosa, load_torchaudio_like
-from musictext.audio.families.base import FamilySpec, Loaded, WindowedAdapter, WindowedAudioConfig
+from musictext.audio.families.base import FamilySpec, LibrosaLoadedConfig, Loaded, WindowedAdapter
 from musictext.audio.random_init import DEFAULT_SEED, LogMel, gaussian, init_seed
 from musictext.hub import resolve_pretrained
 
@@ -24,7 +24,7 @@ from musictext.hub import resolve_pretrained
 MUQ_TOWER_NAMES = {"audio_model": ("muq", str.lower), "text_model": ("xlm-roberta", str)}
 
 
-class MuQAudioConfig(WindowedAudioConfig):
+class MuQAudioConfig(LibrosaLoadedConfig):
     kind: Literal["muq_mulan"]
     embed_dim: int  # per-window MuLan latent (512)
     # Where its towers live ({audio_model: .., text_model: ..}; hub id, directory or bucket URI).
@@ -38,6 +38,11 @@ class MuQAudioConfig(WindowedAudioConfig):
     # does with torchaudio >= 2.9 (any install since Oct 2025): librosa.load, soxr_hq;
     # "torchaudio" is its older path: decode, channel mean, torchaudio's default resampling.
     loader: Literal["librosa", "torchaudio"] = "librosa"
+
+    @property
+    def clip_rendering(self) -> str:
+        # The torchaudio loader resamples differently: it reads the clip as decoded.
+        return "native" if self.loader == "torchaudio" else super().clip_rendering
 
     @field_validator("towers")
     @classmethod
