@@ -9,6 +9,7 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Dataset
 
 from musictext.cluster import DEFAULT_GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATION
+from musictext.config import FAMILIES
 
 from musictext_kfp.components.clip import clip
 from musictext_kfp.components.download import download
@@ -55,7 +56,7 @@ def musictext_pipeline(
     max_clips_per_track: int = 1,
     clip_format: str = "wav",
     m2l_native_rate: bool = False,
-    families: list = ["muq", "mert", "music2latent"],
+    families: list = list(FAMILIES),
     profile: str = "demo",
     epochs_stage1: int = 0,
     epochs_stage2: int = 0,

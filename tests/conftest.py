@@ -39,3 +39,27 @@ def toy_dataset(tmp_path_factory, tiny_base_model):
         return made[key]
 
     return make
+
+
+@pytest.fixture
+def real_music2latent(tmp_path, monkeypatch):
+    """(embedder, UNet): the real Music2Latent UNet with seeded random weights, saved as our
+    checkpoint and loaded through our loader; music2latent's own download fails the test."""
+    import music2latent.inference as m2l_inference
+    import torch
+    from music2latent.models import UNet
+
+    from musictext.audio import build_embedder
+    from musictext.audio.families.music2latent import save_music2latent_checkpoint
+    from musictext.config import load_family_config
+
+    def no_download():
+        raise AssertionError("music2latent tried to download its checkpoint")
+
+    monkeypatch.setattr(m2l_inference, "download_model", no_download)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        gen = UNet()
+    save_music2latent_checkpoint(gen, tmp_path / "m2l")
+    cfg = load_family_config("music2latent", "production", {"audio": {"model": str(tmp_path / "m2l")}}).audio
+    return build_embedder(cfg, device="cpu"), gen

@@ -234,21 +234,9 @@ def test_music2latent_checkpoint_locations(tmp_path, monkeypatch):
         m2l_checkpoint_path(str(tmp_path))  # a directory without the checkpoint
 
 
-def test_music2latent_real_unet_loads_without_download(tmp_path, monkeypatch):
+def test_music2latent_real_unet_loads_without_download(real_music2latent, tmp_path):
     """The real UNet (random weights) through our loader and music2latent's own encode()."""
-    import music2latent.inference as m2l_inference
-    from music2latent.models import UNet
-
-    def no_download():
-        raise AssertionError("music2latent tried to download its checkpoint")
-
-    monkeypatch.setattr(m2l_inference, "download_model", no_download)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        gen = UNet()
-    save_music2latent_checkpoint(gen, tmp_path)
-    cfg = load_family_config("music2latent", "production", {"audio": {"model": str(tmp_path)}}).audio
-    emb = build_embedder(cfg, device="cpu")
+    emb, gen = real_music2latent
     loaded_state = emb.model.gen.state_dict()
     assert all(torch.equal(loaded_state[k], v) for k, v in gen.state_dict().items())
     x = synth("saw", 220, 44100, 0.2)  # 0.2 s -> one latent frame: cheap on CPU

@@ -23,14 +23,14 @@ import torch
 from musictext import layout, storage
 from musictext.audio import build_embedder
 from musictext.clip.cut import clip_shard, renderings_for
-from musictext.config import load_family_config
+from musictext.config import FAMILIES as CONFIG_FAMILIES, load_family_config
 from musictext.embed.targets import embed_clips, embed_shard
 from musictext.ingest.download import download_shard
 from musictext.ingest.registry import list_shards
 from tests.audio_fixtures import tone
 
 torch.set_num_threads(2)
-FAMILIES = ["muq", "mert", "music2latent"]
+FAMILIES = list(CONFIG_FAMILIES)
 TOLERANCE = 1e-5
 CLIP_S = 4.0  # synthetic tracks last 6-10 s: a full clip and a 2-4 s tail each
 NATIVE_M2L = {"audio": {"m2l_native_rate": True}}

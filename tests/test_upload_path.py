@@ -308,24 +308,12 @@ def test_music2latent_stand_in_encode_has_the_package_semantics(embedders, files
     assert model.encode(files["mono24_wav"]).shape[:2] == (1, 64)
 
 
-def test_real_music2latent_unet_through_the_package_encode(tmp_path, monkeypatch):
+def test_real_music2latent_unet_through_the_package_encode(tmp_path, real_music2latent):
     """The real UNet (random weights) loaded from our checkpoint, never music2latent's own
     download: embed_file equals the reference through the package's EncoderDecoder.encode."""
     import music2latent.inference as m2l_inference
-    from music2latent.models import UNet
 
-    from musictext.audio.families.music2latent import save_music2latent_checkpoint
-
-    def no_download():
-        raise AssertionError("music2latent tried to download its checkpoint")
-
-    monkeypatch.setattr(m2l_inference, "download_model", no_download)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        gen = UNet()
-    save_music2latent_checkpoint(gen, tmp_path)
-    cfg = load_family_config("music2latent", "production", {"audio": {"model": str(tmp_path)}}).audio
-    emb = build_embedder(cfg, device="cpu")
+    emb, _ = real_music2latent
     assert isinstance(emb.model, m2l_inference.EncoderDecoder)
     path = tmp_path / "short.wav"
     sf.write(path, _channels(0.25, 44100, 2, seed=5), 44100, subtype="PCM_16")  # 2 latent frames
