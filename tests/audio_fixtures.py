@@ -31,8 +31,7 @@ def renderings_of(source, rate: int, renderings=schema.RENDERINGS) -> dict:
     """{rendering: (data, rate)} as the clip stage renders a clip decoded at ``rate``
     (``musictext.clip.cut.render_clip``); bytes and None stand for every rendering alike."""
     if source is None or isinstance(source, bytes):
-        fixed = {"stereo44k": 44100, "mono24k": 24000}
-        return {r: (source, fixed.get(r, rate)) for r in renderings}
+        return {r: (source, schema.RENDERING_RATES.get(r, rate)) for r in renderings}
     return {r: render_clip(_as_2d(source), rate, r) for r in renderings}
 
 

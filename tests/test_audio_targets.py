@@ -17,8 +17,8 @@ from musictext import layout, schema, storage
 from musictext.audio import build_embedder
 from musictext.audio.families.music2latent import MONO_REASON
 from musictext.clip.cut import render_clip
-from musictext.config import load_family_config
-from musictext.embed.targets import embed_clips, embed_shard, native_rate_override
+from musictext.config import load_family_config, m2l_native_rate_override
+from musictext.embed.targets import embed_clips, embed_shard
 from musictext.rejects import read_rejections
 
 from tests.audio_fixtures import make_clip_shard, tone
@@ -160,7 +160,7 @@ def test_embed_shard_passes_m2l_native_rate_to_the_families_that_have_it(tmp_pat
     metas = {f: storage.read_json(os.path.join(out, f, layout.META)) for f in ("muq", "music2latent")}
     assert {f: (m["clip_rendering"], m["m2l_native_rate"]) for f, m in metas.items()} == {
         "muq": ("mono24k", False), "music2latent": ("native", True)}
-    assert native_rate_override("muq", True) is None and native_rate_override("music2latent", False) is None
+    assert m2l_native_rate_override("muq", True) is None and m2l_native_rate_override("music2latent", False) is None
 
 
 def test_embed_clips_is_idempotent_and_config_sensitive(shards):

@@ -149,6 +149,18 @@ def load_family_config(
     return FamilyConfig.model_validate(raw)
 
 
+# The audio-config field that makes Music2Latent read the clip as decoded (Navidrome's exact path).
+M2L_NATIVE_RATE = "m2l_native_rate"
+
+
+def m2l_native_rate_override(family: str, m2l_native_rate: bool) -> dict | None:
+    """The config override the pipeline's ``m2l_native_rate`` means for ``family``: that field
+    set, for a family whose audio config has it; None when there is nothing to change."""
+    if m2l_native_rate and M2L_NATIVE_RATE in families.family(family).config.model_fields:
+        return {"audio": {M2L_NATIVE_RATE: True}}
+    return None
+
+
 def stage_overrides(
     epochs_stage1: int | None = None,
     epochs_stage2: int | None = None,

@@ -19,6 +19,8 @@ TRACK_FIELDS = ("track_id", "source", "split", "path", "captions", "tags", "lice
 # - "stereo44k": 44.1 kHz two-channel (a mono source as L = R), what Music2Latent's upload path
 #   stores for the usual library file.
 RENDERINGS = ("native", "mono24k", "stereo44k")
+# The fixed rate of each resampled rendering ("native" keeps its source's).
+RENDERING_RATES = {"mono24k": 24000, "stereo44k": 44100}
 AUDIO_REF = pa.struct(
     [("rendering", pa.string()), ("sample_rate", pa.int32()), ("channels", pa.int32()), ("path", pa.string())]
 )

@@ -52,8 +52,7 @@ import soundfile as sf
 
 from musictext import layout, schema, storage
 from musictext.audio.decode import load_channels
-from musictext.audio.families import family as family_spec
-from musictext.config import load_family_config
+from musictext.config import load_family_config, m2l_native_rate_override
 from musictext.logs import progress
 from musictext.rejects import ItemError, Rejections
 
@@ -67,12 +66,10 @@ CLIP_FORMATS = {"wav": ("WAV", "FLOAT"), "flac": ("FLAC", "PCM_24")}
 DEFAULT_CLIP_FORMAT = "wav"
 _LEVELS = 2**23  # 24-bit PCM holds integers in [-2**23, 2**23 - 1], read back as level / 2**23
 
-STEREO44K_RATE = 44100
-MONO24K_RATE = 24000
+STEREO44K_RATE = schema.RENDERING_RATES["stereo44k"]
+MONO24K_RATE = schema.RENDERING_RATES["mono24k"]
 # librosa.load's default resampler, the one MuQ-MuLan's and MERT's upload paths use.
 RES_TYPE = "soxr_hq"
-# The config field that switches Music2Latent to the native rendering (Navidrome's exact path).
-M2L_NATIVE_RATE = "m2l_native_rate"
 
 # ----------------------------------------------------------------------------- downmix
 
@@ -154,18 +151,11 @@ def librosa_loaded(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray
 # ----------------------------------------------------------------------------- families
 
 
-def family_overrides(family: str, m2l_native_rate: bool) -> dict | None:
-    """The config override ``m2l_native_rate`` means for ``family`` (None: nothing to change)."""
-    if m2l_native_rate and M2L_NATIVE_RATE in family_spec(family).config.model_fields:
-        return {"audio": {M2L_NATIVE_RATE: True}}
-    return None
-
-
 def renderings_for(families: list[str], profile: str, m2l_native_rate: bool = False) -> list[str]:
     """The renderings the families' upload paths read (their configs' ``clip_rendering``)."""
     wanted = set()
     for family in families:
-        cfg = load_family_config(family, profile, family_overrides(family, m2l_native_rate))
+        cfg = load_family_config(family, profile, m2l_native_rate_override(family, m2l_native_rate))
         wanted.add(cfg.audio.clip_rendering)
     return [r for r in schema.RENDERINGS if r in wanted]
 

@@ -28,8 +28,7 @@ import torch
 
 from musictext import layout, schema, storage
 from musictext.audio.embedder import AudioEmbedder, build_embedder
-from musictext.audio.families import family as family_spec
-from musictext.config import FamilyConfig, load_family_config
+from musictext.config import FamilyConfig, load_family_config, m2l_native_rate_override
 from musictext.logs import progress
 from musictext.rejects import ItemError, Rejections
 
@@ -291,15 +290,8 @@ def embed_shard(clips_dir: str, out_dir: str, families: list[str], profile: str,
     """
     summary: dict[str, int] = {}
     for family in families:
-        cfg = load_family_config(family, profile, native_rate_override(family, m2l_native_rate))
+        cfg = load_family_config(family, profile, m2l_native_rate_override(family, m2l_native_rate))
         meta = embed_clips([clips_dir], storage.join(out_dir, family), cfg)
         summary[f"{family}_targets"] = int(meta["n"])
         summary[f"{family}_rejected"] = int(meta["n_rejected"])
     return summary
-
-
-def native_rate_override(family: str, m2l_native_rate: bool) -> dict | None:
-    """The config override that turns ``m2l_native_rate`` on for ``family``, if it has the field."""
-    if m2l_native_rate and "m2l_native_rate" in family_spec(family).config.model_fields:
-        return {"audio": {"m2l_native_rate": True}}
-    return None

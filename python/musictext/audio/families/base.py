@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from musictext import schema
 from musictext.audio.decode import load_librosa
 from musictext.audio.features import cut_windows, prepare_waveform, window_starts
 
@@ -101,7 +102,7 @@ class LibrosaLoadedConfig(WindowedAudioConfig):
     def clip_rendering(self) -> str:
         # The clip stage stores that call's result ("mono24k"): the same vectors as the native
         # file, without the resampling in the GPU task. Other rates read the native clip.
-        return "mono24k" if self.sample_rate == 24000 else "native"
+        return "mono24k" if self.sample_rate == schema.RENDERING_RATES["mono24k"] else "native"
 
 
 class FamilyAdapter(ABC):
