@@ -98,14 +98,39 @@ def add_pipeline_args(p: argparse.ArgumentParser, defaults: dict[str, Any] | Non
                        **argument_settings(name, spec))
 
 
-def pipeline_params(args: argparse.Namespace) -> dict:
-    """The pipeline parameters given on the command line, as the pipeline takes them."""
+def nested_options(pairs: list[tuple[str, str]]) -> dict[str, dict[str, str]]:
+    """SOURCE.OPTION=VALUE pairs as {source: {option: value}} (values checked by each source)."""
+    out: dict[str, dict[str, str]] = {}
+    for key, value in pairs:
+        source, sep, option = key.partition(".")
+        if not sep or not source or not option:
+            raise SystemExit(f"--source-options: expected SOURCE.OPTION=VALUE, got {key}={value}")
+        out.setdefault(source, {})[option] = value
+    return out
+
+
+# Dict parameters whose keys are dotted paths.
+NESTED_DICTS = {"source_options": nested_options}
+
+
+def pipeline_params(args: argparse.Namespace, pipeline_name: str = "musictext_pipeline") -> dict:
+    """The pipeline parameters given on the command line, as the pipeline takes them (only
+    those ``pipeline_name`` has)."""
+    from musictext_kfp import musictext_pipeline as module
+
+    wanted = getattr(module, pipeline_name).component_spec.inputs or {}
     params = {}
     for name, spec in pipeline_inputs().items():
         value = getattr(args, name, None)
-        if value is not None:
-            params[name] = dict(value) if spec.type == "Dict" else value
+        if value is not None and name in wanted:
+            if spec.type == "Dict":
+                value = NESTED_DICTS[name](value) if name in NESTED_DICTS else dict(value)
+            params[name] = value
     return params
+
+
+def pipeline_name(args: argparse.Namespace) -> str:
+    return "fanout_dry_run" if getattr(args, "dry_run", False) else "musictext_pipeline"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -116,13 +141,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from musictext_kfp.local import PipelineFailed, run_pipeline_locally
 
     started = time.monotonic()
+    name = pipeline_name(args)
     try:
         run_dir = run_pipeline_locally(
-            pipeline_params(args), runs_dir=args.runs_dir, run_id=args.run_id, verbose=args.verbose
+            pipeline_params(args, name), runs_dir=args.runs_dir, run_id=args.run_id, verbose=args.verbose,
+            pipeline_name=name,
         )
     except PipelineFailed as failed:
         log.error("the local run failed: %s", failed)
         return 1
+    if args.dry_run:
+        shards = json.loads((run_dir / "dry_run.json").read_text())
+        print(f"dry run: {len(shards)} shards checked, {sum(s['records'] for s in shards)} records "
+              f"in {time.monotonic() - started:.0f} s; run: {run_dir}")
+        return 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(format_table(metrics))
     print(f"run: {run_dir}  ({time.monotonic() - started:.0f} s)")
@@ -133,8 +165,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     from musictext_kfp.compile import compile_pipeline, validate_pipeline_yaml
 
-    params = pipeline_params(args)
-    path = compile_pipeline(args.output, args.pipeline_root, args.image, params, args.audio_image)
+    name = pipeline_name(args)
+    params = pipeline_params(args, name)
+    path = compile_pipeline(args.output, args.pipeline_root, args.image, params, args.audio_image, name)
     summary = validate_pipeline_yaml(path)
     print(f"wrote {path}: {len(summary['executors'])} executors, parsed with the KFP protos")
     return 0
@@ -154,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true",
                      help="stream every task's full output as kfp.local prints it (it always goes "
                           "to runs/<run-id>/logs/)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="list every source and walk the download/clip fan-out, checking each shard's "
+                          "records without fetching audio (only the listing parameters apply)")
     add_pipeline_args(run)
     run.set_defaults(func=cmd_run)
 
@@ -162,8 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--pipeline-root", help="bucket for artifacts, e.g. gs://bucket/musictext")
     comp.add_argument("--image", help="component/training image (default ghcr.io/musictext/...)")
     comp.add_argument("--audio-image", help="audio-embedding step image (transformers<5, torchaudio)")
+    comp.add_argument("--dry-run", action="store_true", help="compile the fan-out dry run instead")
     add_pipeline_args(comp, CLUSTER_DEFAULTS)
     comp.set_defaults(func=cmd_compile)
+
+    from musictext_kfp.datasets_cli import add_datasets_parser
+
+    add_datasets_parser(sub)
     return parser
 
 

@@ -26,18 +26,22 @@ def compile_pipeline(
     image: str | None = None,
     parameters: dict[str, Any] | None = None,
     audio_image: str | None = None,
+    pipeline_name: str = "musictext_pipeline",
 ) -> Path:
-    """Write the cluster pipeline YAML; ``parameters`` override the cluster defaults."""
+    """Write the cluster pipeline YAML; ``parameters`` override the cluster defaults.
+    ``pipeline_name``: ``musictext_pipeline`` or ``fanout_dry_run``."""
     from kfp import compiler
 
-    from musictext_kfp.musictext_pipeline import musictext_pipeline
+    from musictext_kfp import musictext_pipeline as module
 
-    params = {**CLUSTER_DEFAULTS, **(parameters or {})}
-    if image:
+    pipeline = getattr(module, pipeline_name)
+    inputs = pipeline.component_spec.inputs or {}
+    params = {k: v for k, v in {**CLUSTER_DEFAULTS, **(parameters or {})}.items() if k in inputs}
+    if image and "train_image" in inputs:
         params.setdefault("train_image", image)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(musictext_pipeline, str(output), pipeline_parameters=params)
+    compiler.Compiler().compile(pipeline, str(output), pipeline_parameters=params)
     # The spec KFP built at import time is shared: edit the written file, never that object.
     docs = list(yaml.safe_load_all(output.read_text()))
     retag_images(docs[0], {IMAGE: image or IMAGE, AUDIO_IMAGE: audio_image or AUDIO_IMAGE})

@@ -38,6 +38,7 @@ from typing import Any, TextIO
 from musictext.logs import PROGRESS_EVENTS_ENV, format_progress, parse_progress_event
 
 DELIVERABLES = ("metrics.json", "report.html", "rejected.json", "checkpoints")
+DRY_RUN_FILE = "dry_run.json"
 # kfp.local runs at most this many tasks at once (ParallelExecutor's cap in kfp 2.17).
 KFP_LOCAL_CONCURRENCY = 2
 LOGS_DIR = "logs"
@@ -112,9 +113,9 @@ def point_latest(runs_dir: Path, run_dir: Path) -> None:
     latest.symlink_to(run_dir.name)
 
 
-def effective_params(module, overrides: dict[str, Any]) -> dict[str, Any]:
+def effective_params(pipeline, overrides: dict[str, Any]) -> dict[str, Any]:
     """Every pipeline parameter this run used: the pipeline's defaults, then the overrides."""
-    inputs = module.musictext_pipeline.component_spec.inputs or {}
+    inputs = pipeline.component_spec.inputs or {}
     return {**{name: spec.default for name, spec in inputs.items()}, **overrides}
 
 
@@ -515,18 +516,21 @@ def run_pipeline_locally(
     run_id: str | None = None,
     verbose: bool = False,
     stream: TextIO | None = None,
+    pipeline_name: str = "musictext_pipeline",
 ) -> Path:
     """Run the pipeline through kfp.local.SubprocessRunner; return runs/<run-id>/.
 
     Task output goes to runs/<run-id>/logs/; ``stream`` (default stdout) gets one line per task
     start and end. ``verbose`` also streams everything kfp.local prints. Raises PipelineFailed
-    when a task fails.
+    when a task fails. ``pipeline_name``: a pipeline function of ``musictext_kfp.musictext_pipeline``
+    (``fanout_dry_run`` writes its shards' counts to dry_run.json instead of the deliverables).
     """
     from kfp import local
 
     from musictext.report.assemble import link_or_copy
     from musictext_kfp import musictext_pipeline as module
 
+    pipeline = getattr(module, pipeline_name)
     runs_dir = Path(runs_dir).resolve()
     run_dir = runs_dir / (run_id or new_run_id())
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -548,16 +552,19 @@ def run_pipeline_locally(
         with environment_defaults(task_environment(verbose)), capture_kfp_output(
             logs_dir / PIPELINE_LOG, echo=verbose
         ) as current:
-            reporter = TaskReporter(logs_dir, console, current, display_names(module.musictext_pipeline))
+            reporter = TaskReporter(logs_dir, console, current, display_names(pipeline))
             with wrapping_each_task(reporter.wrap):
-                task = run_reporting_failures(lambda: module.musictext_pipeline(**params), reporter)
+                task = run_reporting_failures(lambda: pipeline(**params), reporter)
     finally:
         console.close()
+    (run_dir / "params.json").write_text(json.dumps(effective_params(pipeline, params), indent=2))
+    if not hasattr(task.output, "path"):  # a parameter output (the dry run's shard counts)
+        (run_dir / DRY_RUN_FILE).write_text(json.dumps(task.output, indent=1))
+        return run_dir
     out = Path(task.output.path)
     for name in DELIVERABLES:
         if (out / name).exists():
             link_or_copy(out / name, run_dir / name)
-    (run_dir / "params.json").write_text(json.dumps(effective_params(module, params), indent=2))
     return run_dir
 
 

@@ -11,6 +11,7 @@ from kfp.dsl import Dataset
 from musictext.cluster import DEFAULT_GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATION
 from musictext.config import FAMILIES
 
+from musictext_kfp.components.check_shard import check_shard
 from musictext_kfp.components.clip import clip
 from musictext_kfp.components.download import download
 from musictext_kfp.components.embed_audio import embed_audio
@@ -42,6 +43,15 @@ def named(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
     return task
 
 
+def list_step(sources, source_options, folder, corpus_size, shard_size, seed) -> dsl.PipelineTask:
+    """The listing task both pipelines start with."""
+    return named(
+        list_sources(sources=sources, source_options=source_options, folder=folder, corpus_size=corpus_size,
+                     shard_size=shard_size, seed=seed),
+        "list sources",
+    )
+
+
 @dsl.pipeline(
     name=PIPELINE_NAME,
     description="Train text embedders that land in Navidrome's MuQ-MuLan, MERT and "
@@ -49,6 +59,8 @@ def named(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
 )
 def musictext_pipeline(
     sources: list = ["synthetic"],
+    source_options: dict = {},
+    folder: str = "",
     corpus_size: int = 400,
     shard_size: int = 100,
     seed: int = 0,
@@ -75,9 +87,13 @@ def musictext_pipeline(
     its input description in the compiled pipeline (kfp parses this Args: section).
 
     Args:
-        sources: Data sources to ingest; the built-in `synthetic` renders MIDI pieces with
-            FluidSynth.
-        corpus_size: Tracks per source.
+        sources: Data sources to ingest (`musictext datasets list`); the built-in `synthetic`
+            renders MIDI pieces with FluidSynth, `folder` reads your own music.
+        source_options: Options per source, as SOURCE.OPTION=VALUE (e.g.
+            musiccaps.metadata=gs://bucket/musiccaps, jamendo.split=1).
+        folder: Your own music directory (local path or bucket URI) for the `folder` source, with
+            an optional captions.csv or captions.jsonl.
+        corpus_size: Items per source at most (a seeded sample when a source has more).
         shard_size: Tracks per download/clip/embedding shard, the unit of the fan-out.
         seed: Seed of the corpus plan and the synthetic rendering.
         clip_seconds: Length of every clip, in seconds.
@@ -105,12 +121,12 @@ def musictext_pipeline(
     """
     # 1. plan shards, then per shard: download (render for `synthetic`), clip, and compute the
     #    audio targets of every family on the GPU pool as soon as that shard is clipped.
-    plan = named(
-        list_sources(sources=sources, corpus_size=corpus_size, shard_size=shard_size, seed=seed),
-        "list sources",
-    )
-    with dsl.ParallelFor(plan.output, parallelism=DOWNLOAD_PARALLELISM) as shard:
-        raw = named(download(shard=shard), "download")
+    plan = list_step(sources, source_options, folder, corpus_size, shard_size, seed)
+    with dsl.ParallelFor(plan.outputs["Output"], parallelism=DOWNLOAD_PARALLELISM) as shard:
+        raw = named(
+            download(shard=shard, records=plan.outputs["records"], source_options=source_options),
+            "download",
+        )
         clipped = named(
             clip(
                 raw=raw.outputs["raw"],
@@ -135,6 +151,8 @@ def musictext_pipeline(
         merge_shards(
             shards=dsl.Collected(clipped.outputs["clips"]),
             targets=dsl.Collected(embedded.outputs["targets"]),
+            raws=dsl.Collected(raw.outputs["raw"]),
+            listing=plan.outputs["records"],
         ),
         "index shards",
     )
@@ -198,3 +216,32 @@ def musictext_pipeline(
         "report",
     )
     return summary.outputs["run"]
+
+
+@dsl.pipeline(
+    name=f"{PIPELINE_NAME}-fanout-dry-run",
+    description="List every source and walk the download/clip fan-out without fetching audio.",
+)
+def fanout_dry_run(
+    sources: list = ["synthetic"],
+    source_options: dict = {},
+    folder: str = "",
+    corpus_size: int = 400,
+    shard_size: int = 100,
+    seed: int = 0,
+) -> list:
+    """The fan-out of ``musictext_pipeline`` with download and clip replaced by a check of each
+    shard's records: how wide it is, and whether every source lists, before any audio moves.
+
+    Args:
+        sources: Data sources to list.
+        source_options: Options per source, as SOURCE.OPTION=VALUE.
+        folder: Your own music directory for the `folder` source.
+        corpus_size: Items per source at most.
+        shard_size: Records per shard, the unit of the fan-out.
+        seed: Seed of the corpus sample and hashed splits.
+    """
+    plan = list_step(sources, source_options, folder, corpus_size, shard_size, seed)
+    with dsl.ParallelFor(plan.outputs["Output"], parallelism=DOWNLOAD_PARALLELISM) as shard:
+        checked = named(check_shard(shard=shard, records=plan.outputs["records"]), "check shard")
+    return dsl.Collected(checked.output)

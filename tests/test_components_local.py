@@ -23,9 +23,10 @@ from musictext_kfp.components.merge_shards import merge_shards
 
 @dsl.pipeline
 def data_stages(corpus_size: int, shard_size: int, m2l_native_rate: bool = False) -> Dataset:
-    plan = list_sources(sources=["synthetic"], corpus_size=corpus_size, shard_size=shard_size, seed=3)
-    with dsl.ParallelFor(plan.output) as shard:
-        raw = download(shard=shard)
+    plan = list_sources(sources=["synthetic"], source_options={}, folder="", corpus_size=corpus_size,
+                        shard_size=shard_size, seed=3)
+    with dsl.ParallelFor(plan.outputs["Output"]) as shard:
+        raw = download(shard=shard, records=plan.outputs["records"], source_options={})
         clipped = clip(
             raw=raw.outputs["raw"], families=["muq", "music2latent"], profile="demo",
             clip_seconds=4.0, max_clips_per_track=1, clip_format="flac", m2l_native_rate=m2l_native_rate,
@@ -35,6 +36,8 @@ def data_stages(corpus_size: int, shard_size: int, m2l_native_rate: bool = False
     index = merge_shards(
         shards=dsl.Collected(clipped.outputs["clips"]),
         targets=dsl.Collected(embedded.outputs["targets"]),
+        raws=dsl.Collected(raw.outputs["raw"]),
+        listing=plan.outputs["records"],
     )
     return gather_targets(family="music2latent", index=index.outputs["index"]).outputs["targets"]
 
@@ -52,14 +55,17 @@ def latest_index(root) -> Path:
 
 
 def test_list_sources_plans_shards(kfp_local):
-    specs = list_sources(sources=["synthetic"], corpus_size=6, shard_size=4, seed=3).output
+    task = list_sources(sources=["synthetic"], source_options={}, folder="", corpus_size=6, shard_size=4, seed=3)
+    specs = task.outputs["Output"]
     assert [int(s["size"]) for s in specs] == [4, 2]
+    stats = Path(task.outputs["stats"].path).read_text()
+    assert "| synthetic | 6 |" in stats
     assert {s["source"] for s in specs} == {"synthetic"}
 
 
 def test_unknown_source_fails_the_task(kfp_local):
     with pytest.raises(RuntimeError):
-        list_sources(sources=["no-such-source"], corpus_size=6, shard_size=4, seed=3)
+        list_sources(sources=["no-such-source"], source_options={}, folder="", corpus_size=6, shard_size=4, seed=3)
 
 
 def test_download_clip_embed_gather_chain(kfp_local):

@@ -26,7 +26,7 @@ from musictext.clip.cut import clip_shard, renderings_for
 from musictext.config import FAMILIES as CONFIG_FAMILIES, load_family_config
 from musictext.embed.targets import embed_clips, embed_shard
 from musictext.ingest.download import download_shard
-from musictext.ingest.registry import list_shards
+from musictext.ingest.plan import plan
 from tests.audio_fixtures import tone
 
 torch.set_num_threads(2)
@@ -58,7 +58,8 @@ def _user_tracks(raw) -> list[dict]:
 def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("upload_path")
     raw, clips = root / "raw", root / "clips"
-    download_shard(list_shards(["synthetic"], 3, 3, seed=11)[0], str(raw))
+    listing = str(root / "listing")
+    download_shard(plan(["synthetic"], {}, 3, 3, 11, listing)[0], listing, str(raw))
     with open(raw / layout.MANIFEST, "a") as manifest:
         for row in _user_tracks(raw):
             manifest.write(json.dumps(row) + "\n")

@@ -28,6 +28,7 @@ TEXT = "text.parquet"
 REJECTED = "rejected.jsonl"
 META = "meta.json"
 INDEX = "index.json"
+CORPUS_MD = "corpus.md"  # per-source statistics of the indexed clips (Markdown)
 TARGET_SHARDS = "shards.json"  # in a family's gathered targets dir: the target files to read
 
 MODEL_DIR = "model"  # the trained TextEmbedder inside a training stage's output

@@ -289,17 +289,40 @@ def _write_renderings(clip_id, segment, rate, renderings, out_dir, clip_format, 
     return refs
 
 
+def track_span(track: dict, samples: int, rate: int) -> tuple[int, int]:
+    """The [start, stop) samples of the track's item: its manifest ``start_s``/``end_s`` (a
+    segment of a longer file), else the whole file."""
+    start_s, end_s = track.get("start_s"), track.get("end_s")
+    start = 0 if start_s is None else int(round(float(start_s) * rate))
+    stop = samples if end_s is None else min(samples, int(round(float(end_s) * rate)))
+    if start >= samples:
+        raise ItemError(str(track["track_id"]), f"segment starts at {start_s} s, after the file's end "
+                                                f"({samples / rate:.2f} s)")
+    return start, stop
+
+
+def track_policy(track: dict, clip_seconds: float, max_clips: int, span_seconds: float) -> tuple[float, int]:
+    """(window length, windows at most) for a track: a full song (``whole_track``) is one clip of
+    its whole span; a source's own ``clip_seconds``/``max_clips`` beat the pipeline's."""
+    if track.get("whole_track"):
+        return max(span_seconds, 1e-9), 1
+    return float(track.get("clip_seconds") or clip_seconds), int(track.get("max_clips") or max_clips)
+
+
 def _clip_track(track, raw_dir, out_dir, renderings, clip_seconds, max_clips, min_seconds, clip_format,
                 rejections, stats):
     track_id = str(track["track_id"])
     captions = _clean_captions(track)
     audio, mono, rate = decode_track(track_id, resolve_audio(raw_dir, str(track["path"])))
+    first, last = track_span(track, len(mono), rate)
+    audio, mono = audio[first:last], mono[first:last]
     if len(mono) < min_seconds * rate:
         raise ItemError(track_id, f"too short: {len(mono) / rate:.2f} s < min_seconds {min_seconds}")
     if audio.shape[1] > 2:
         stats["downmixed_tracks"] += 1
+    window, windows = track_policy(track, clip_seconds, max_clips, len(mono) / rate)
     rows = []
-    for k, start, stop in clip_spans(len(mono), rate, clip_seconds, max_clips, min_seconds):
+    for k, start, stop in clip_spans(len(mono), rate, window, windows, min(min_seconds, window)):
         clip_id = f"{track_id}#{k}"
         if float(np.abs(mono[start:stop]).max()) < SILENT_WINDOW_PEAK:
             rejections.add(clip_id, "silent clip")
@@ -312,8 +335,8 @@ def _clip_track(track, raw_dir, out_dir, renderings, clip_seconds, max_clips, mi
                 "source": str(track["source"]),
                 "split": str(track["split"]),
                 "audio": refs,
-                "start_s": start / rate,
-                "end_s": stop / rate,
+                "start_s": (first + start) / rate,
+                "end_s": (first + stop) / rate,
                 "captions": captions,
                 "tags": [str(t) for t in track.get("tags") or []],
                 "licence": str(track["licence"]),

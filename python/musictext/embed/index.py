@@ -8,20 +8,28 @@ Per family, ``gather_targets`` lists that family's target shards (no copy) for t
 from __future__ import annotations
 
 from musictext import layout, storage
+from musictext.corpus_stats import corpus_stats, stats_markdown
 from musictext.rejects import read_rejections
 
 
-def write_index(shard_uris: list[str], out_dir: str, target_uris: list[str] | None = None) -> dict:
-    """Record the clip (and target) shard URIs plus the download/clip stages' rejections."""
+def write_index(shard_uris: list[str], out_dir: str, target_uris: list[str] | None = None,
+                upstream_dirs: list[str] | None = None) -> dict:
+    """Record the clip (and target) shard URIs, every rejection of the listing, download and
+    clip stages (``upstream_dirs``: the listing and raw shard dirs), and the corpus statistics
+    of the clips (``corpus.md``)."""
     if not shard_uris:
         raise ValueError("no clip shards to index: every download/clip task produced nothing")
     missing = [u for u in shard_uris if not storage.exists(storage.join(u, layout.CLIPS))]
     if missing:
         raise FileNotFoundError(f"clip shards without {layout.CLIPS}: {missing}")
-    rejected = [row for uri in shard_uris for row in read_rejections(uri)]
-    index = {"shards": list(shard_uris), "targets": list(target_uris or []), "rejected": rejected}
+    rejected = [row for uri in [*(upstream_dirs or []), *shard_uris] for row in read_rejections(uri)]
+    clips = layout.read_clips(list(shard_uris), columns=["source", "split", "captions", "start_s", "end_s"])
+    stats = corpus_stats(clips.to_pylist(), rejected)
+    index = {"shards": list(shard_uris), "targets": list(target_uris or []), "rejected": rejected, "corpus": stats}
     storage.write_json(storage.join(out_dir, layout.INDEX), index)
-    return {"shards": len(shard_uris), "target_shards": len(index["targets"]), "rejected": len(rejected)}
+    storage.write_bytes(storage.join(out_dir, layout.CORPUS_MD), stats_markdown(stats, "Clips per source").encode())
+    return {"shards": len(shard_uris), "target_shards": len(index["targets"]), "clips": clips.num_rows,
+            "rejected": len(rejected)}
 
 
 def gather_targets(index_dir: str, family: str, out_dir: str) -> dict:

@@ -1,51 +1,113 @@
-"""Download (or render) one shard into the raw-shard layout of schema.py."""
+"""Download one shard: each record's audio into the raw-shard layout (``layout``: manifest.jsonl,
+audio/, rejected.jsonl), several items at once, a bad item recorded and skipped.
+
+Resumable: audio files are written atomically, so one already in ``out_dir`` (from an
+interrupted attempt) is complete and its item is not fetched again; partial HTTP downloads
+resume from the cache (``fetch``). The manifest is written last, so its presence means the
+shard is done.
+"""
 
 from __future__ import annotations
 
 import logging
+import posixpath
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from musictext import layout, schema, storage
-from musictext.ingest.registry import get_source, validate_shard
-from musictext.rejects import Rejections
+from musictext.ingest.archives import close_all
+from musictext.ingest.fetch import Fetched, youtube_fetched
+from musictext.ingest.records import Record, read_records
+from musictext.ingest.registry import get_source, source_options, validate_shard
+from musictext.logs import progress
+from musictext.rejects import ItemError, Rejections
 
 log = logging.getLogger(__name__)
 
 
-def _check_rows(rows: list[dict], rejections: Rejections) -> list[dict]:
-    """Keep rows that carry every TRACK_FIELDS key and a unique track id; reject the rest."""
-    kept, seen = [], set()
-    for row in rows:
-        item = str(row.get("track_id", "<no track_id>"))
-        missing = [f for f in schema.TRACK_FIELDS if f not in row]
-        if missing:
-            rejections.add(item, f"manifest row lacks {missing}")
-        elif item in seen:
-            rejections.add(item, "duplicate track id in shard")
-        else:
-            seen.add(item)
-            kept.append({f: row[f] for f in schema.TRACK_FIELDS})
-    return kept
+def existing_audio(out_dir: str, track_id: str) -> str | None:
+    """The audio file an earlier attempt completed for ``track_id`` (relative), if any."""
+    fs, base = storage.fs_for(storage.join(out_dir, "audio"))
+    if not fs.exists(base):
+        return None
+    for path in fs.glob(posixpath.join(base, f"{track_id}.*")):
+        name = posixpath.basename(path)
+        if ".tmp-" not in name and not name.endswith(".part"):
+            return f"audio/{name}"
+    return None
 
 
-def download_shard(shard: dict, out_dir: str) -> dict:
-    """Write manifest.jsonl, audio/<track>.* and rejected.jsonl for one shard spec."""
+def manifest_row(record: Record, fetched: Fetched) -> dict:
+    """The manifest row: the record (minus where its audio came from) plus the local file."""
+    row = record.row()
+    row.pop("audio")
+    row.update(path=fetched.path, start_s=fetched.start_s, end_s=fetched.end_s)
+    return row
+
+
+def _fetch_one(source, record: Record, out_dir: str, opts, done: dict[str, str]) -> dict:
+    if record.track_id in done:
+        return manifest_row(record, _resumed(record, done[record.track_id]))
+    return manifest_row(record, source.fetch(record, out_dir, opts))
+
+
+def _resumed(record: Record, rel: str) -> Fetched:
+    if record.audio.kind == "youtube":
+        return youtube_fetched(record, rel)
+    return Fetched(rel, record.start_s, record.end_s)
+
+
+def download_shard(shard: dict, records_dir: str, out_dir: str, options: dict | None = None) -> dict:
+    """Fetch every record of ``shard`` (records under ``records_dir``) into ``out_dir``."""
     shard = validate_shard(shard)
-    handler = get_source(shard["source"])
+    source = get_source(shard["source"])
+    opts = source.options(source_options(options, source.name))
+    records = list(read_records(storage.join(records_dir, shard["records"])))
     storage.makedirs(out_dir)
     rejections = Rejections("download")
+    done = {r.track_id: rel for r in records if (rel := existing_audio(out_dir, r.track_id))}
+    if done:
+        log.info("resuming shard %s/%s: %d of %d items already fetched", shard["shard"], shard["num_shards"],
+                 len(done), len(records))
     started = time.monotonic()
-    rows = _check_rows(handler.download_shard(shard, out_dir, rejections), rejections)
-    storage.write_jsonl(storage.join(out_dir, layout.MANIFEST), rows)
+    rows: list[dict | None] = [None] * len(records)
+    with ThreadPoolExecutor(max_workers=max(1, int(source.fetch_workers))) as pool:
+        futures = [pool.submit(_fetch_one, source, r, out_dir, opts, done) for r in records]
+        desc = f"fetch {shard['source']} shard {shard['shard']}"
+        for i, fut in progress(list(enumerate(futures)), desc=desc):
+            try:
+                rows[i] = fut.result()
+            except ItemError as err:
+                rejections.add(err.item, err.reason)
+            except (OSError, ValueError) as err:  # one item's I/O trouble never sinks the shard
+                rejections.add(records[i].track_id, f"{type(err).__name__}: {err}")
+    close_all()
+    kept = [row for row in rows if row is not None]
+    missing = [f for row in kept for f in schema.TRACK_FIELDS if f not in row]
+    assert not missing, missing  # rows come from validated records
+    storage.write_jsonl(storage.join(out_dir, layout.MANIFEST), kept)
     rejections.write(out_dir)
     seconds = time.monotonic() - started
-    log.info("shard %s/%s of %s: %d tracks, %d rejected in %.1f s", shard["shard"],
-             shard["num_shards"], shard["source"], len(rows), len(rejections), seconds)
+    log.info("shard %s/%s of %s: %d tracks (%d resumed), %d rejected in %.1f s", shard["shard"],
+             shard["num_shards"], shard["source"], len(kept), len(done), len(rejections), seconds)
     return {
         "source": shard["source"],
         "shard": shard["shard"],
-        "tracks": len(rows),
+        "tracks": len(kept),
+        "resumed": len(done),
         "rejected": len(rejections),
         "seconds": round(seconds, 2),
-        "seconds_per_track": round(seconds / max(1, len(rows) + len(rejections)), 3),
+        "seconds_per_track": round(seconds / max(1, len(kept) + len(rejections)), 3),
     }
+
+
+def check_shard_records(shard: dict, records_dir: str) -> dict:
+    """The dry run of one fan-out item: its records read and validated, counted by split."""
+    shard = validate_shard(shard)
+    records = list(read_records(storage.join(records_dir, shard["records"])))
+    if len(records) != shard["size"]:
+        raise ValueError(f"shard {shard['records']} holds {len(records)} records, its spec says {shard['size']}")
+    splits: dict[str, int] = {}
+    for r in records:
+        splits[r.split] = splits.get(r.split, 0) + 1
+    return {"source": shard["source"], "shard": shard["shard"], "records": len(records), **splits}

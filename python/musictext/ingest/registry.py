@@ -10,15 +10,35 @@ import contextlib
 from collections.abc import Iterator
 
 from musictext.ingest.base import SHARD_KEYS, Source
+from musictext.ingest.sources.audioset import AudioSetSource
+from musictext.ingest.sources.fma import FmaSource
+from musictext.ingest.sources.jamendo import JamendoSource
+from musictext.ingest.sources.magnatagatune import MagnaTagATuneSource
+from musictext.ingest.sources.musicbench import MusicBenchSource
+from musictext.ingest.sources.musiccaps import MusicCapsSource
+from musictext.ingest.sources.musicqa import MusicQASource
+from musictext.ingest.sources.song_describer import SongDescriberSource
 from musictext.ingest.synthetic import SyntheticSource
 
 # Every source a pipeline can use, in one explicit table. Chosen over a registration decorator
 # plus module discovery because a reader, ruff and import-linter all see each source and its
 # import right here, and nothing depends on which modules happen to have been imported. It
 # makes no cycle: sources import ``base``, never this module. A source that needs heavy or
-# optional packages imports them inside ``download_shard``, so listing it here stays cheap.
+# optional packages imports them inside the functions that need them, so listing it here stays cheap.
 # Each pipeline step is a fresh process, so a source must be in this table to run in one.
-BUILTIN_SOURCES: tuple[Source, ...] = (SyntheticSource(),)
+BUILTIN_SOURCES: tuple[Source, ...] = (
+    SyntheticSource(),
+    # phase 1: short clips
+    MusicCapsSource(),
+    AudioSetSource(),
+    FmaSource(),
+    JamendoSource(),
+    MagnaTagATuneSource(),
+    MusicBenchSource(),
+    # phase 2: full songs
+    MusicQASource(),
+    SongDescriberSource(),
+)
 
 _REGISTRY: dict[str, Source] = {}
 
@@ -69,18 +89,34 @@ def _check_int(name: str, value, minimum: int) -> int:
     return value
 
 
-def list_shards(sources: list[str], corpus_size: int, shard_size: int, seed: int) -> list[dict]:
-    """Shard specs for every source; ``corpus_size`` is the number of tracks per source."""
+def source_options(options: dict | None, name: str) -> dict:
+    """One source's options from the pipeline's ``source_options`` ({source: {option: value}})."""
+    value = (options or {}).get(name) or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"source_options[{name!r}] must be a mapping of option to value, got {value!r}")
+    return value
+
+
+def check_sources(sources: list[str], options: dict | None = None) -> list[Source]:
+    """The named sources, each with valid options: every name and option checked before any
+    source lists anything (a typo fails in a second, not after an hour of another source)."""
     if not sources:
         raise ValueError("no sources given")
     duplicates = sorted({s for s in sources if list(sources).count(s) > 1})
     if duplicates:
         raise ValueError(f"sources listed more than once: {duplicates}")
-    _check_int("corpus_size", corpus_size, 1)
-    _check_int("shard_size", shard_size, 1)
-    _check_int("seed", seed, 0)
-    handlers = [get_source(name) for name in sources]  # all names checked before any planning
-    return [spec for h in handlers for spec in h.plan_shards(corpus_size, shard_size, seed)]
+    handlers = [get_source(name) for name in sources]
+    unknown = sorted(set(options or {}) - set(sources))
+    if unknown:
+        raise ValueError(f"source_options name sources that are not used: {unknown} (sources: {sources})")
+    for h in handlers:
+        h.options(source_options(options, h.name))
+    return handlers
+
+
+def check_plan_args(corpus_size: int, shard_size: int, seed: int) -> tuple[int, int, int]:
+    return (_check_int("corpus_size", corpus_size, 1), _check_int("shard_size", shard_size, 1),
+            _check_int("seed", seed, 0))
 
 
 def validate_shard(shard: dict) -> dict:
@@ -91,8 +127,10 @@ def validate_shard(shard: dict) -> dict:
     if missing:
         raise ValueError(f"shard spec {shard!r} lacks {missing}")
     get_source(shard["source"])
+    if not isinstance(shard["records"], str) or ".." in shard["records"].split("/"):
+        raise ValueError(f"shard records {shard['records']!r} is not a relative file name")
     out = dict(shard)
-    for key, minimum in (("shard", 0), ("start", 0), ("seed", 0), ("size", 1), ("num_shards", 1)):
+    for key, minimum in (("shard", 0), ("seed", 0), ("size", 1), ("num_shards", 1)):
         out[key] = _check_int(f"shard {key}", shard[key], minimum)
     return out
 

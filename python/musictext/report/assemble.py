@@ -10,7 +10,7 @@ from pathlib import Path
 from musictext import storage
 from musictext.rejects import read_rejections
 from musictext.report.html import write_report
-from musictext.layout import CHECKPOINTS, METRICS_FILE, REJECTED_JSON, REPORT_HTML, index_rejections
+from musictext.layout import CHECKPOINTS, METRICS_FILE, REJECTED_JSON, REPORT_HTML, index_rejections, read_index
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def assemble_run(
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     checkpoints = collect_checkpoints(export_dirs, out_dir)
     storage.write_json(storage.join(out_dir, REJECTED_JSON), rejected)
-    write_report(results, out_dir, rejected=rejected)
+    write_report(results, out_dir, rejected=rejected, corpus=read_index(clips_index_dir).get("corpus"))
     if html_path:
         Path(html_path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(Path(out_dir) / REPORT_HTML, html_path)

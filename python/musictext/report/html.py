@@ -196,19 +196,35 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}td:first-child{te
 .c{color:#888}img{max-width:48%;margin:.5em}"""
 
 
-def render_html(metrics: dict, results: list[dict], rejected: list[dict]) -> str:
+def _corpus_table(corpus: dict | None) -> str:
+    if not corpus:
+        return ""
+    head = ("<tr><th>source</th><th>clips</th><th>hours</th><th>train / valid / test</th>"
+            "<th>words per caption (median · p90)</th><th>rejected</th></tr>")
+    rows = []
+    for source, s in corpus.items():
+        sp, w = s["splits"], s["caption_words"]
+        rows.append(f"<tr><td>{html.escape(source)}</td><td>{s['items']}</td><td>{s['hours']:.2f}</td>"
+                    f"<td>{sp.get('train', 0)} / {sp.get('valid', 0)} / {sp.get('test', 0)}</td>"
+                    f"<td>{w['median']:g} · {w['p90']:g}</td><td>{s['rejected']}</td></tr>")
+    return f"<h2>Data</h2><table>{head}{''.join(rows)}</table>"
+
+
+def render_html(metrics: dict, results: list[dict], rejected: list[dict], corpus: dict | None = None) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>musictext report</title>"
-             f"<style>{STYLE}</style></head><body><h1>musictext evaluation</h1>", _metrics_table(metrics)]
+             f"<style>{STYLE}</style></head><body><h1>musictext evaluation</h1>", _metrics_table(metrics),
+             _corpus_table(corpus)]
     for r in results:
         parts += [f"<h2>{html.escape(r['family'])}</h2>", _targets(r), _train_table(r), _blocks_table(r), _plots(r)]
     parts += [f"<h2>Rejected items ({len(rejected)})</h2>", _rejected(rejected), "</body></html>"]
     return "\n".join(parts)
 
 
-def write_report(results: list[dict], out_dir: str, rejected: list[dict] | None = None) -> dict:
+def write_report(results: list[dict], out_dir: str, rejected: list[dict] | None = None,
+                 corpus: dict | None = None) -> dict:
     """metrics.json + self-contained report.html in ``out_dir``; returns the metrics dict."""
     rejected = list(rejected or [])
     metrics = summarise(results, rejected)
     storage.write_json(storage.join(out_dir, METRICS_FILE), metrics)
-    storage.write_bytes(storage.join(out_dir, REPORT_HTML), render_html(metrics, results, rejected).encode())
+    storage.write_bytes(storage.join(out_dir, REPORT_HTML), render_html(metrics, results, rejected, corpus).encode())
     return metrics

@@ -1,33 +1,38 @@
-"""The ``synthetic`` source: shards are index ranges, and "downloading" one renders it here."""
+"""The ``synthetic`` source: records are generated from (seed, index); fetching one renders it."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 
 from musictext import storage
-from musictext.ingest.base import Source, even_shards
+from musictext.ingest.base import ListContext, Source, SourceOptions
+from musictext.ingest.fetch import Fetched, audio_rel
+from musictext.ingest.records import GeneratedAudio, Record, make_record
 from musictext.ingest.synthetic.attributes import SOURCE, ClipSpec, make_spec
 from musictext.ingest.synthetic.captions import captions_for, tags_for
 from musictext.ingest.synthetic.render import check_renderer, render, wav_bytes
-from musictext.logs import progress
 from musictext.rejects import ItemError, Rejections
 
 LICENCE = "CC0-1.0 (generated)"
+DEFAULT_TRACKS = 400
 
 
-def track_row(spec: ClipSpec, rel_path: str) -> dict:
-    """The manifest row (schema.TRACK_FIELDS) of a rendered clip."""
-    return {
-        "track_id": spec.track_id,
-        "source": SOURCE,
-        "split": spec.split,
-        "path": rel_path,
-        "captions": captions_for(spec),
-        "tags": tags_for(spec),
-        "licence": LICENCE,
-    }
+def record_for(spec: ClipSpec) -> Record:
+    """The record of a synthetic piece (the whole rendered piece is the item)."""
+    return make_record(
+        spec.track_id,
+        track_id=spec.track_id,
+        source=SOURCE,
+        split=spec.split,
+        captions=captions_for(spec),
+        tags=tags_for(spec),
+        licence=LICENCE,
+        audio=GeneratedAudio(seed=spec.seed, index=spec.index),
+        group=f"{SOURCE}:{spec.track_id}",
+        meta={"duration_s": spec.duration_s},
+    )
 
 
 def render_workers() -> int:
@@ -37,32 +42,29 @@ def render_workers() -> int:
 
 
 class SyntheticSource(Source):
-    """Shards are index ranges; every clip is a pure function of (seed, index)."""
+    """Every piece is a pure function of (seed, index); nothing is downloaded."""
 
     name = SOURCE
+    description = "MIDI pieces rendered with FluidSynth, captioned from the attributes that shape them"
 
-    def plan_shards(self, corpus_size: int, shard_size: int, seed: int) -> list[dict]:
-        return even_shards(self.name, corpus_size, shard_size, seed)
+    @property
+    def fetch_workers(self) -> int:  # type: ignore[override]
+        return render_workers()
 
-    def download_shard(self, shard: dict, out_dir: str, rejections: Rejections) -> list[dict]:
+    def records(self, opts: SourceOptions, ctx: ListContext) -> Iterator[Record]:
+        for index in range(DEFAULT_TRACKS if ctx.limit is None else ctx.limit):
+            yield record_for(make_spec(ctx.seed, index))
+
+    def parse(self, meta_dir: str, opts: SourceOptions, rejections: Rejections) -> Iterator[Record]:
+        raise ValueError("the synthetic source has no published metadata: its records are generated")
+
+    def fetch(self, record: Record, out_dir: str, opts: SourceOptions) -> Fetched:
         fluidsynth, soundfont = check_renderer()
-        indices = range(shard["start"], shard["start"] + shard["size"])
-        specs = [make_spec(shard["seed"], i) for i in indices]
-
-        def one(spec: ClipSpec) -> dict:
-            rel = f"audio/{spec.track_id}.wav"
+        spec = make_spec(record.audio.seed, record.audio.index)
+        rel = audio_rel(spec.track_id, ".wav")
+        try:
             audio = render(spec, fluidsynth, soundfont)
-            storage.write_bytes(storage.join(out_dir, rel), wav_bytes(audio))
-            return track_row(spec, rel)
-
-        rows = []
-        with ThreadPoolExecutor(max_workers=render_workers()) as pool:
-            futures = [(spec, pool.submit(one, spec)) for spec in specs]
-            for spec, fut in progress(futures, desc=f"render synthetic shard {shard['shard']}"):
-                try:
-                    rows.append(fut.result())
-                except ItemError as err:
-                    rejections.add(err.item, err.reason)
-                except (OSError, ValueError, RuntimeError, subprocess.SubprocessError) as err:
-                    rejections.add(spec.track_id, f"render failed: {type(err).__name__}: {err}")
-        return rows
+        except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+            raise ItemError(spec.track_id, f"render failed: {type(err).__name__}: {err}") from None
+        storage.write_bytes(storage.join(out_dir, rel), wav_bytes(audio))
+        return Fetched(rel, None, None)

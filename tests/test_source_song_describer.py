@@ -1,0 +1,171 @@
+"""Song Describer Dataset: parsing the Zenodo layout (tests/datasets/song_describer.py)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+
+import pytest
+import soundfile as sf
+from musictext.ingest.sources.jamendo import JamendoSource
+from musictext.ingest.sources.song_describer import SongDescriberSource
+from musictext.rejects import Rejections
+
+from tests.datasets import jamendo as jamendo_fixture
+from tests.datasets import song_describer as fixture
+
+BASE = "http://mirror.test/audio"
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    root = tmp_path_factory.mktemp("song_describer")
+    return root, fixture.make_fixture(root)
+
+
+def parse(meta: str, **options):
+    src = SongDescriberSource()
+    rejections = Rejections("list")
+    opts = src.options({"metadata": meta, "audio_base_url": BASE} | options)
+    return {r.track_id: r for r in src.parse(meta, opts, rejections)}, rejections
+
+
+def test_record_values(made):
+    _, fx = made
+    records, _ = parse(fx["options"]["metadata"])
+    assert len(records) == fx["expected"]["records"] == 4
+
+    r = records["song_describer-214"]
+    assert r.source == "song_describer" and r.split == "test"
+    # one record per track with all its captions; the multi-line caption keeps its line break and quotes
+    assert r.captions == ["Fast, raw punk rock with shouted vocals and distorted guitars.",
+                          'A short punk song.\nThe drums are loud and the guitars sound "fuzzy".']
+    assert r.audio.kind == "archive" and r.audio.format == "zip"
+    assert r.audio.urls == (f"{BASE}/audio.zip",)
+    assert r.audio.member == "audio/14/214.2min.mp3"  # path 14/214.mp3 -> the 2-minute excerpt
+    assert r.start_s is None and r.end_s is None and r.whole_track is True
+    assert r.clip_seconds is None and r.max_clips is None
+    assert r.group == "jamendo:214"
+    assert r.licence == "CC-BY-SA-4.0 (captions); audio: CC BY-NC-SA 2.0 (Jamendo)"
+    assert r.meta == {"duration_s": 124.6, "familiarity": [3, 2], "caption_ids": [101, 102],
+                      "valid_caption_ids": [101], "artist_id": 14, "album_id": 31,
+                      "licence_url": "http://creativecommons.org/licenses/by-nc-sa/2.0/",
+                      "attribution": "Intro chiante by David TMX"}
+
+    reggae = records["song_describer-415600"]
+    assert reggae.audio.member == "audio/00/415600.2min.mp3"
+    assert reggae.captions == ["Reggae groove with offbeat guitar skanks and a deep bass line",
+                               "relaxing reggae, good for summer"]
+    assert reggae.licence.endswith("audio: CC BY-SA 3.0 (Jamendo)")
+    # no licence block: the dataset's licence string
+    assert records["song_describer-1051200"].licence == "CC-BY-SA-4.0 (captions); audio: CC (Jamendo)"
+    assert records["song_describer-1408979"].meta["duration_s"] == 180.9
+
+
+def test_splits(made):
+    _, fx = made
+    records, _ = parse(fx["options"]["metadata"])
+    splits = {k: r.split for k, r in records.items()}
+    assert splits == {
+        "song_describer-214": "test",  # 1 of its 2 captions is validated
+        "song_describer-415600": "test",
+        "song_describer-1051200": "train",  # is_valid_subset empty = not validated
+        "song_describer-1408979": "train",
+    }
+    assert {s: list(splits.values()).count(s) for s in ("train", "valid", "test")} == fx["expected"]["splits"]
+    held, _ = parse(fx["options"]["metadata"], valid_fraction=0.999)
+    assert {k: r.split for k, r in held.items()} == splits | {
+        "song_describer-1051200": "valid", "song_describer-1408979": "valid"}
+
+
+def test_rejections(made):
+    _, fx = made
+    _, rejections = parse(fx["options"]["metadata"])
+    got = {row["item"]: row["reason"] for row in rejections.rows}
+    assert set(got) == set(fx["expected"]["rejected"])
+    for item, reason in fx["expected"]["rejected"].items():
+        assert reason in got[item]
+    # line numbers count physical lines: the quoted caption of 102 spans lines 3-4
+    assert got["song_describer.csv:6"] == "empty caption (caption_id 104, track 1004034): dropped"
+
+
+def test_csv_as_published(made):
+    root, _ = made
+    raw = (root / "metadata" / "song_describer.csv").read_bytes()
+    assert raw.startswith(b"caption_id,track_id,caption,is_valid_subset,familiarity,artist_id,album_id,path,duration\n")
+    assert b'"A short punk song.\nThe drums are loud and the guitars sound ""fuzzy"".",False' in raw
+    assert b",,4,5001,6001,00/1051200.mp3,312.4\n" in raw  # empty is_valid_subset
+    assert b"\r" not in raw
+
+
+def test_shared_group_with_jamendo(made, tmp_path):
+    _, fx = made
+    jroot = tmp_path / "jamendo"
+    jfx = jamendo_fixture.make_fixture(jroot)
+    src = JamendoSource()
+    jmeta = jfx["options"]["metadata"]
+    jam = {r.track_id: r for r in src.parse(jmeta, src.options({"metadata": jmeta}), Rejections("list"))}
+    sdd, _ = parse(fx["options"]["metadata"])
+    assert jam["jamendo-track_0000214"].group == sdd["song_describer-214"].group == "jamendo:214"
+    # SDD's tracks come from MTG-Jamendo's split-0 test set: both sources agree
+    assert jam["jamendo-track_0000214"].split == sdd["song_describer-214"].split == "test"
+    assert {r.group for r in jam.values()} & {r.group for r in sdd.values()} == {"jamendo:214"}
+
+
+def test_zip_as_published(made):
+    root, fx = made
+    with zipfile.ZipFile(root / "audio" / "audio.zip") as zf:
+        names = zf.namelist()
+        assert names[0] == "audio/"
+        assert "audio/79/1408979.2min.mp3" not in names
+        for r in parse(fx["options"]["metadata"])[0].values():
+            if r.track_id in fx["expected"]["audio_fail"]:
+                continue
+            audio, sr = sf.read(io.BytesIO(zf.read(r.audio.member)))
+            assert sr == 44100 and audio.shape[1] == 2 and 14 < len(audio) / sr < 16
+    assert "1408979.2min.mp3" in fx["expected"]["audio_fail"]["song_describer-1408979"]
+
+
+def test_options_and_defaults(made):
+    _, fx = made
+    meta = fx["options"]["metadata"]
+    flat, _ = parse(meta, zip_member_prefix="")
+    assert flat["song_describer-214"].audio.member == "14/214.2min.mp3"
+    src = SongDescriberSource()
+    recs = {r.track_id: r for r in src.parse(meta, src.options({"metadata": meta}), Rejections("list"))}
+    assert recs["song_describer-214"].audio.urls == ("https://zenodo.org/record/10072001/files/audio.zip",)
+    pub = {f.name: f for f in SongDescriberSource.published}
+    assert pub["song_describer.csv"].url == "https://zenodo.org/record/10072001/files/song_describer.csv"
+    assert pub["song_describer.csv"].required and not pub["audio_licenses.txt"].required
+    assert SongDescriberSource.phase == 2
+
+
+def test_bad_values(made, tmp_path):
+    root, _ = made
+    meta = tmp_path / "meta"
+    shutil.copytree(root / "metadata", meta)
+    csv_path = meta / "song_describer.csv"
+    text = csv_path.read_text()
+    text = text.replace("107,415600,\"relaxing reggae, good for summer\",False",
+                        "107,415600,\"relaxing reggae, good for summer\",maybe")
+    text = text.replace("00/1051200.mp3", "01/1051200.mp3")
+    csv_path.write_text(text)
+    records, rejections = parse(str(meta))
+    got = {row["item"]: row["reason"] for row in rejections.rows}
+    # an unknown is_valid_subset is neither trusted as train nor as test
+    assert got["song_describer.csv:10"] == "bad is_valid_subset 'maybe' (want True, False or empty)"
+    assert records["song_describer-415600"].captions == ["Reggae groove with offbeat guitar skanks and a deep bass line"]
+    assert "does not match track_id 1051200" in got["song_describer-1051200"]
+    assert "song_describer-1051200" not in records
+
+    # the MTG-Jamendo rows the data card names fill the tags when present
+    (meta / "song_describer.mtg-jamendo.tsv").write_bytes(
+        b"TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS\r\n"
+        b"track_0000214\tartist_000014\talbum_000031\t14/214.mp3\t124.6\tgenre---punkrock\tinstrument---voice\r\n")
+    records, _ = parse(str(meta))
+    assert records["song_describer-214"].tags == ["punkrock", "voice"]
+
+    csv_path.write_text("caption_id,track_id,text\n1,2,hello\n")
+    with pytest.raises(ValueError, match="lacks columns"):
+        parse(str(meta))
