@@ -147,3 +147,21 @@ def make_fixture(root: pathlib.Path) -> dict:
             "audio_fail": {f"musiccaps-{WITHOUT_AUDIO}": "404"},
         },
     }
+
+
+def write_full_size_csv(path: pathlib.Path, rows: int = 5521, seed: int = 0) -> None:
+    """A MusicCaps-format CSV as large as the real one (5,521 rows, 2,858 eval, CRLF records),
+    generated from the fixture rows with fresh YouTube-like ids: for sizing the fan-out."""
+    rng = np.random.default_rng(seed)
+    alphabet = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
+    good = ROWS[:6]
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(HEADER)
+    for i in range(rows):
+        base = good[i % len(good)]
+        ytid = "".join(rng.choice(alphabet, 11))
+        is_eval = "True" if i < 2858 else "False"
+        writer.writerow((ytid, *base[1:7], "True" if i < 1000 else "False", is_eval))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(out.getvalue().encode("utf-8"))

@@ -313,7 +313,12 @@ def _clip_track(track, raw_dir, out_dir, renderings, clip_seconds, max_clips, mi
                 rejections, stats):
     track_id = str(track["track_id"])
     captions = _clean_captions(track)
-    audio, mono, rate = decode_track(track_id, resolve_audio(raw_dir, str(track["path"])))
+    try:
+        audio, mono, rate = decode_track(track_id, resolve_audio(raw_dir, str(track["path"])))
+    except ItemError as err:
+        if track.get("origin"):  # the file the user can fix, not our copy of it
+            raise ItemError(err.item, f"{err.reason} (from {track['origin']})") from None
+        raise
     first, last = track_span(track, len(mono), rate)
     audio, mono = audio[first:last], mono[first:last]
     if len(mono) < min_seconds * rate:

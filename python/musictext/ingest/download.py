@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from musictext import layout, schema, storage
 from musictext.ingest.archives import close_all
 from musictext.ingest.fetch import Fetched, youtube_fetched
-from musictext.ingest.records import Record, read_records
+from musictext.ingest.records import Record, origin, read_records
 from musictext.ingest.registry import get_source, source_options, validate_shard
 from musictext.logs import progress
 from musictext.rejects import ItemError, Rejections
@@ -38,10 +38,10 @@ def existing_audio(out_dir: str, track_id: str) -> str | None:
 
 
 def manifest_row(record: Record, fetched: Fetched) -> dict:
-    """The manifest row: the record (minus where its audio came from) plus the local file."""
+    """The manifest row: the record plus the local file (``origin`` says where it came from)."""
     row = record.row()
     row.pop("audio")
-    row.update(path=fetched.path, start_s=fetched.start_s, end_s=fetched.end_s)
+    row.update(path=fetched.path, start_s=fetched.start_s, end_s=fetched.end_s, origin=origin(record.audio))
     return row
 
 

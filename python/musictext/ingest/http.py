@@ -43,6 +43,35 @@ USER_AGENT = "musictext-ingest (+https://github.com/musictext/musictext)"
 class TransientError(Exception):
     """A failure worth retrying (the server or the network, not the item)."""
 
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class HTTPStatusError(ItemError):
+    """A final non-2xx answer; ``status`` is its code."""
+
+    def __init__(self, item: str, status: int, url: str, detail: str = ""):
+        super().__init__(item, f"HTTP {status} for {url}" + (f": {detail}" if detail else ""))
+        self.status = status
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    value = resp.headers.get("Retry-After", "").strip()
+    return min(float(value), 120.0) if value.isdigit() else None
+
+
+class _WaitRetryAfter:
+    """tenacity wait: a server's Retry-After when it sent one, else exponential backoff."""
+
+    def __init__(self, backoff):
+        self.backoff = backoff
+
+    def __call__(self, state) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = getattr(exc, "retry_after", None)
+        return hinted if hinted is not None else self.backoff(state)
+
 
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, (TransientError, requests.ConnectionError, requests.Timeout,
@@ -79,7 +108,7 @@ class Client:
         self._retrying = retry(
             retry=retry_if_exception(_transient),
             stop=stop_after_attempt(retries + 1),
-            wait=wait_exponential(multiplier=backoff_s, max=60),
+            wait=_WaitRetryAfter(wait_exponential(multiplier=backoff_s, max=60)),
             before_sleep=before_sleep_log(log, logging.WARNING),
             reraise=True,
         )
@@ -89,24 +118,32 @@ class Client:
         """A client with a source's rate limit, retries and timeout (``SourceOptions``)."""
         return cls(opts.requests_per_second, opts.retries, opts.timeout_s, **kw)
 
-    def _get(self, url: str, **kw) -> requests.Response:
+    def _request(self, method: str, url: str, **kw) -> requests.Response:
         self.limiter.wait()
-        resp = self.session.get(url, timeout=self.timeout_s, **kw)
+        resp = self.session.request(method, url, timeout=self.timeout_s, **kw)
         if resp.status_code in TRANSIENT_STATUS:
             resp.close()
-            raise TransientError(f"HTTP {resp.status_code} from {url}")
+            raise TransientError(f"HTTP {resp.status_code} from {url}", _retry_after(resp))
+        return resp
+
+    def request(self, method: str, url: str, item: str | None = None, **kw) -> requests.Response:
+        """A response with a 2xx status (retried while transient, honouring Retry-After);
+        ``HTTPStatusError`` for another final status, ItemError when retries run out."""
+        try:
+            resp = self._retrying(self._request)(method, url, **kw)
+        except (TransientError, requests.RequestException) as err:
+            raise ItemError(item or url, f"{method} {url} failed after retries: {err}") from None
+        if not resp.ok:
+            detail = resp.text[:200] if method != "GET" else ""
+            resp.close()
+            raise HTTPStatusError(item or url, resp.status_code, url, detail)
         return resp
 
     def get(self, url: str, item: str | None = None, **kw) -> requests.Response:
-        """A response with a 2xx status (retried while transient); ItemError otherwise."""
-        try:
-            resp = self._retrying(self._get)(url, **kw)
-        except (TransientError, requests.RequestException) as err:
-            raise ItemError(item or url, f"GET {url} failed after retries: {err}") from None
-        if not resp.ok:
-            resp.close()
-            raise ItemError(item or url, f"HTTP {resp.status_code} for {url}")
-        return resp
+        return self.request("GET", url, item, **kw)
+
+    def post(self, url: str, item: str | None = None, **kw) -> requests.Response:
+        return self.request("POST", url, item, **kw)
 
     def get_bytes(self, url: str, item: str | None = None) -> bytes:
         # Not streamed: requests reads the body inside the retried call, so a cut body retries.
@@ -151,9 +188,9 @@ class Client:
             if resp.status_code == 416 and have:  # the .part already holds the whole file
                 return
             if resp.status_code in TRANSIENT_STATUS:
-                raise TransientError(f"HTTP {resp.status_code} from {url}")
+                raise TransientError(f"HTTP {resp.status_code} from {url}", _retry_after(resp))
             if not resp.ok:
-                raise ItemError(item, f"HTTP {resp.status_code} for {url}")
+                raise HTTPStatusError(item, resp.status_code, url)
             resumed = resp.status_code == 206
             if have and not resumed:
                 log.info("%s: server ignored the range request; downloading from the start", url)

@@ -82,6 +82,20 @@ def _all(tags, *names: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+# ID3 frames -> the easy names read_tags uses.
+ID3_FRAMES = {"artist": "TPE1", "albumartist": "TPE2", "title": "TIT2", "album": "TALB", "genre": "TCON",
+              "mood": "TMOO", "isrc": "TSRC"}
+
+
+def _id3_as_easy(tags) -> dict[str, list[str]]:
+    out = {}
+    for name, frame in ID3_FRAMES.items():
+        if frame in tags:
+            values = tags[frame].genres if frame == "TCON" else tags[frame].text
+            out[name] = [str(v) for v in values]
+    return out
+
+
 def read_tags(root: str, rel: str) -> LibraryTrack:
     """The file's tags (empty fields when it has none or mutagen cannot read it)."""
     import mutagen
@@ -101,6 +115,10 @@ def read_tags(root: str, rel: str) -> LibraryTrack:
     if audio is None:
         return track
     tags = audio.tags
+    from mutagen.id3 import ID3
+
+    if isinstance(tags, ID3):  # WAV/AIFF: mutagen's easy interface hands back raw ID3 frames
+        tags = _id3_as_easy(tags)
     track.artist = _first(tags, "artist", "albumartist")
     track.title = _first(tags, "title")
     track.album = _first(tags, "album")

@@ -133,6 +133,19 @@ class Record(BaseModel):
         return self.model_dump(mode="json")
 
 
+def origin(audio) -> str:
+    """Where an item's audio came from, for people reading a rejection."""
+    if isinstance(audio, YouTubeAudio):
+        return f"youtube:{audio.ytid}"
+    if isinstance(audio, UrlAudio):
+        return audio.url
+    if isinstance(audio, ArchiveAudio):
+        return f"{audio.urls[0]}!{audio.member}"
+    if isinstance(audio, PathAudio):
+        return storage.join(audio.root, audio.path)
+    return f"{audio.kind}:{audio.seed}:{audio.index}"
+
+
 def make_record(item: str, **fields) -> Record:
     """A validated Record, or ItemError naming ``item`` and every invalid field."""
     try:

@@ -10,14 +10,18 @@ import contextlib
 from collections.abc import Iterator
 
 from musictext.ingest.base import SHARD_KEYS, Source
+from musictext.ingest.sources.allmusic import AllMusicSource
 from musictext.ingest.sources.audioset import AudioSetSource
 from musictext.ingest.sources.fma import FmaSource
+from musictext.ingest.sources.folder import FolderSource
 from musictext.ingest.sources.jamendo import JamendoSource
 from musictext.ingest.sources.magnatagatune import MagnaTagATuneSource
+from musictext.ingest.sources.msd_lastfm import MsdLastfmSource
 from musictext.ingest.sources.musicbench import MusicBenchSource
 from musictext.ingest.sources.musiccaps import MusicCapsSource
 from musictext.ingest.sources.musicqa import MusicQASource
 from musictext.ingest.sources.song_describer import SongDescriberSource
+from musictext.ingest.sources.spotify import SpotifySource
 from musictext.ingest.synthetic import SyntheticSource
 
 # Every source a pipeline can use, in one explicit table. Chosen over a registration decorator
@@ -38,6 +42,11 @@ BUILTIN_SOURCES: tuple[Source, ...] = (
     # phase 2: full songs
     MusicQASource(),
     SongDescriberSource(),
+    MsdLastfmSource(),
+    AllMusicSource(),
+    SpotifySource(),
+    # the user's own music
+    FolderSource(),
 )
 
 _REGISTRY: dict[str, Source] = {}
