@@ -152,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     if args.dry_run:
         shards = json.loads((run_dir / "dry_run.json").read_text())
-        print(f"dry run: {len(shards)} shards checked, {sum(s['records'] for s in shards)} records "
+        print(f"dry run: {len(shards)} shards checked, {int(sum(s['records'] for s in shards))} records "
               f"in {time.monotonic() - started:.0f} s; run: {run_dir}")
         return 0
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -124,7 +124,7 @@ def musictext_pipeline(
     plan = list_step(sources, source_options, folder, corpus_size, shard_size, seed)
     with dsl.ParallelFor(plan.outputs["Output"], parallelism=DOWNLOAD_PARALLELISM) as shard:
         raw = named(
-            download(shard=shard, records=plan.outputs["records"], source_options=source_options),
+            download(shard=shard, records=plan.outputs["records"]),
             "download",
         )
         clipped = named(

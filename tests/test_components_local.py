@@ -26,7 +26,7 @@ def data_stages(corpus_size: int, shard_size: int, m2l_native_rate: bool = False
     plan = list_sources(sources=["synthetic"], source_options={}, folder="", corpus_size=corpus_size,
                         shard_size=shard_size, seed=3)
     with dsl.ParallelFor(plan.outputs["Output"]) as shard:
-        raw = download(shard=shard, records=plan.outputs["records"], source_options={})
+        raw = download(shard=shard, records=plan.outputs["records"])
         clipped = clip(
             raw=raw.outputs["raw"], families=["muq", "music2latent"], profile="demo",
             clip_seconds=4.0, max_clips_per_track=1, clip_format="flac", m2l_native_rate=m2l_native_rate,

@@ -182,3 +182,33 @@ def test_cli_parses_list_and_dict_parameters():
     for bad in (["--families", "muq,nope"], ["--gpu-node-selector", "novalue"], ["--clip-format", "mp3"]):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["run", "--local", *bad])
+
+
+def test_source_options_nest_by_source():
+    from musictext_kfp.cli import build_parser, pipeline_params
+
+    args = build_parser().parse_args([
+        "run", "--local", "--sources", "musiccaps,jamendo", "--source-options", "musiccaps.metadata=/data/mc",
+        "--source-options", "jamendo.split=2", "--source-options", "musiccaps.requests_per_second=0.5",
+        "--folder", "/music",
+    ])
+    assert pipeline_params(args)["source_options"] == {
+        "musiccaps": {"metadata": "/data/mc", "requests_per_second": "0.5"}, "jamendo": {"split": "2"}}
+    assert pipeline_params(args)["folder"] == "/music"
+    with pytest.raises(SystemExit, match="SOURCE.OPTION=VALUE"):
+        pipeline_params(build_parser().parse_args(["run", "--local", "--source-options", "metadata=/x"]))
+
+
+def test_dry_run_compiles_with_only_the_listing_parameters(tmp_path):
+    import yaml
+
+    from musictext_kfp.cli import main
+
+    out = tmp_path / "dry.yaml"
+    assert main(["compile", "--dry-run", "--output", str(out), "--sources", "musiccaps", "--shard-size", "5"]) == 0
+    spec = next(yaml.safe_load_all(out.read_text()))
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == {"sources", "source_options", "folder", "corpus_size", "shard_size", "seed"}
+    assert params["shard_size"]["defaultValue"] == 5
+    executors = spec["deploymentSpec"]["executors"]
+    assert {"exec-list-sources", "exec-check-shard"} <= set(executors) and "exec-download" not in executors

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from musictext import storage
+import pyarrow as pa
+
+from musictext import schema, storage
 from musictext.rejects import Rejections
 from musictext.report.assemble import assemble_run
 from musictext.embed.index import write_index
@@ -21,12 +23,21 @@ def family_metrics(family: str, r10: float) -> dict:
 def test_assemble_run(tmp_path: Path):
     # A clip shard whose clip stage rejected one track, and a family stage that rejected a clip.
     shard = tmp_path / "clips0"
-    (shard / "clips.parquet").parent.mkdir(parents=True)
-    (shard / "clips.parquet").write_bytes(b"")  # only its presence is checked by the index
+    storage.write_parquet(str(shard / "clips.parquet"), pa.Table.from_pylist([
+        {"clip_id": "synthetic-000001#0", "track_id": "synthetic-000001", "source": "synthetic", "split": "test",
+         "audio": [], "start_s": 0.0, "end_s": 6.0, "captions": ["a calm piano piece"], "tags": [], "licence": "x"},
+    ], schema=schema.CLIP_SCHEMA))
     clip_rejects = Rejections("clip")
     clip_rejects.add("synthetic-000007", "undecodable audio")
     clip_rejects.write(str(shard))
-    write_index([str(shard)], str(tmp_path / "index"))
+    # The listing rejected a row and a download failed: both reach the run too.
+    listing, raw = tmp_path / "listing", tmp_path / "raw0"
+    list_rejects, download_rejects = Rejections("list"), Rejections("download")
+    list_rejects.add("musiccaps-public.csv:12", "end_s 40 is not after start_s 40")
+    download_rejects.add("musiccaps-BvQ3aBqdQvA", "yt-dlp: Video unavailable")
+    list_rejects.write(str(listing))
+    download_rejects.write(str(raw))
+    write_index([str(shard)], str(tmp_path / "index"), upstream_dirs=[str(listing), str(raw)])
     targets = tmp_path / "targets_muq"
     embed_rejects = Rejections("embed_audio")
     embed_rejects.add("synthetic-000003#0", "all-silent audio")
@@ -49,8 +60,9 @@ def test_assemble_run(tmp_path: Path):
 
     rejected = json.loads((out / "rejected.json").read_text())
     assert {(r["stage"], r["item"]) for r in rejected} == {
-        ("clip", "synthetic-000007"), ("embed_audio", "synthetic-000003#0")}
-    assert summary["rejected"] == 2 and summary["families"] == 2
+        ("clip", "synthetic-000007"), ("embed_audio", "synthetic-000003#0"), ("list", "musiccaps-public.csv:12"),
+        ("download", "musiccaps-BvQ3aBqdQvA")}
+    assert summary["rejected"] == 4 and summary["families"] == 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["families"]) == {"muq", "mert"}
     assert metrics["families"]["mert"]["R@10"] == 0.9
@@ -59,4 +71,8 @@ def test_assemble_run(tmp_path: Path):
     assert (ckpts / "muq_best_r1.pt").read_bytes() == b"muq"
     assert json.loads((ckpts / "mert_text_embedder" / "config.json").read_text()) == {"family": "mert"}
     html = (tmp_path / "html" / "report.html").read_text()
-    assert "synthetic-000007" in html and "all-silent audio" in html
+    assert "synthetic-000007" in html and "all-silent audio" in html and "Video unavailable" in html
+    # The Data table: clips per source with hours and splits, rejections counted per source.
+    assert "<h2>Data</h2>" in html and "<td>synthetic</td><td>1</td><td>0.00</td><td>0 / 0 / 1</td>" in html
+    corpus = (tmp_path / "index" / "corpus.md").read_text()
+    assert "| synthetic | 1 |" in corpus and "| musiccaps | 0 |" in corpus

@@ -25,7 +25,7 @@ def list_sources(
     from musictext.rejects import read_rejections
 
     setup_logging()
-    specs = plan(sources, with_folder(source_options, folder), corpus_size, shard_size, seed, records.path)
+    specs = plan(sources, with_folder(source_options, folder, sources), corpus_size, shard_size, seed, records.path)
     rows = [r.row() for spec in specs for r in read_records(f"{records.path}/{spec['records']}")]
     table = corpus_stats(rows, read_rejections(records.path))
     with open(stats.path, "w") as fh:

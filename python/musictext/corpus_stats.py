@@ -7,6 +7,7 @@ datasets stats`` and the run report all count the same way.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
@@ -44,12 +45,21 @@ def corpus_stats(rows: Iterable[dict], rejected: Iterable[dict] = ()) -> dict:
             "rejected": 0,
         }
     for row in rejected:
-        item = str(row.get("item", ""))
-        source = next((s for s in out if item.startswith(f"{s}-")), "other")
+        source = _rejected_source(str(row.get("item", "")), out)
         out.setdefault(source, {"items": 0, "captions": 0, "hours": 0.0, "unknown_duration": 0, "splits": {},
                                 "caption_words": _distribution([]), "rejected": 0})
         out[source]["rejected"] += 1
     return out
+
+
+def _rejected_source(item: str, known: dict) -> str:
+    """The source a rejected item belongs to: ids are "<source>-<id>" ("musiccaps-public.csv:12"
+    too); anything else counts as "other"."""
+    known_match = next((s for s in known if item.startswith(f"{s}-")), None)
+    if known_match:
+        return known_match
+    head, sep, _ = item.partition("-")
+    return head if sep and re.fullmatch(r"[a-z][a-z0-9_]*", head) else "other"
 
 
 def _distribution(values: list[int]) -> dict:

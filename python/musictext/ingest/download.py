@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from musictext import layout, schema, storage
 from musictext.ingest.archives import close_all
 from musictext.ingest.fetch import Fetched, youtube_fetched
+from musictext.ingest.plan import OPTIONS_FILE
 from musictext.ingest.records import Record, origin, read_records
 from musictext.ingest.registry import get_source, source_options, validate_shard
 from musictext.logs import progress
@@ -57,9 +58,18 @@ def _resumed(record: Record, rel: str) -> Fetched:
     return Fetched(rel, record.start_s, record.end_s)
 
 
+def listed_options(records_dir: str) -> dict:
+    """The source options the listing wrote next to the shards' records."""
+    uri = storage.join(records_dir, OPTIONS_FILE)
+    return storage.read_json(uri) if storage.exists(uri) else {}
+
+
 def download_shard(shard: dict, records_dir: str, out_dir: str, options: dict | None = None) -> dict:
-    """Fetch every record of ``shard`` (records under ``records_dir``) into ``out_dir``."""
+    """Fetch every record of ``shard`` (records under ``records_dir``) into ``out_dir``, with
+    ``options`` or else the options the listing used."""
     shard = validate_shard(shard)
+    if options is None:
+        options = listed_options(records_dir)
     source = get_source(shard["source"])
     opts = source.options(source_options(options, source.name))
     records = list(read_records(storage.join(records_dir, shard["records"])))

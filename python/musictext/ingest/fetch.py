@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from musictext import storage
 from musictext.ingest.archives import fetch_archive, read_member
 from musictext.ingest.base import Source, SourceOptions
-from musictext.ingest.http import Client
+from musictext.ingest.http import Client, RateLimiter
 from musictext.ingest.records import ArchiveAudio, PathAudio, Record, UrlAudio, YouTubeAudio
 from musictext.rejects import ItemError
 
@@ -90,11 +90,16 @@ def _span(record: Record) -> tuple[float | None, float | None]:
     return record.start_s, record.end_s
 
 
+_YOUTUBE_LIMITERS: dict[float, RateLimiter] = {}
+
+
 def fetch_youtube(record: Record, ref: YouTubeAudio, out_dir: str, opts: SourceOptions) -> Fetched:
     from musictext.ingest.youtube import DEFAULT_URL, download_segment
 
     template = getattr(opts, "youtube_url", None) or DEFAULT_URL
     url = template.format(ytid=ref.ytid)
+    # The source's request rate covers yt-dlp too (one limiter per rate, shared by the threads).
+    _YOUTUBE_LIMITERS.setdefault(opts.requests_per_second, RateLimiter(opts.requests_per_second)).wait()
     with tempfile.TemporaryDirectory(prefix="musictext-yt-") as tmp:
         path = download_segment(record.track_id, url, Path(tmp) / "audio", record.start_s, record.end_s,
                                 retries=opts.retries)

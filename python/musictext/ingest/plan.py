@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 SPLIT_RANK = {"test": 2, "valid": 1, "train": 0}
 LISTING_SUMMARY = "listing.json"
+# The source options the listing used: the download tasks read them from here, so a shard is
+# fetched with exactly the options it was listed with.
+OPTIONS_FILE = "options.json"
 # A fan-out wider than this is refused before anything runs (KFP handles low thousands of
 # iterations; see docs): raise shard_size instead.
 MAX_SHARDS = 20000
@@ -138,6 +141,7 @@ def plan(sources: list[str], options: dict, corpus_size: int, shard_size: int, s
     for spec, chunk in shards:
         write_records(storage.join(out_dir, spec["records"]), chunk)
     rejections.write(out_dir)
+    storage.write_json(storage.join(out_dir, OPTIONS_FILE), {name: source_options(options, name) for name in sources})
     summary = listing_summary(records, merged, moved, len(rejections), len(shards))
     storage.write_json(storage.join(out_dir, LISTING_SUMMARY), summary)
     log.info("listed %d records in %d shards (%d merged duplicates, %d moved to a stricter split, %d rejected)",
@@ -152,9 +156,11 @@ def listing_summary(records: list[Record], merged: int, moved: int, rejected: in
             "rejected": rejected, "per_source": dict(per_source), "splits": splits}
 
 
-def with_folder(options: dict | None, folder: str) -> dict:
+def with_folder(options: dict | None, folder: str, sources: list[str]) -> dict:
     """``source_options`` with the pipeline's ``folder`` parameter as the folder source's dir."""
     out = {k: dict(v) for k, v in (options or {}).items()}
+    if folder and "folder" not in sources:
+        raise ValueError(f"folder={folder!r} is given but the `folder` source is not among the sources {sources}")
     if folder:
         out.setdefault("folder", {})["dir"] = folder
     return out
