@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from socketserver import BaseRequestHandler
 
 
 @dataclass
@@ -75,15 +77,24 @@ def _handler(root: Path, faults: Faults):
 
 
 @contextlib.contextmanager
-def serve(root: str | os.PathLike, faults: Faults | None = None):
-    """Serve ``root`` at http://127.0.0.1:<free port>; yields (base URL, faults)."""
-    faults = faults or Faults()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(Path(root), faults))
+def serve_handler(handler: Callable[..., BaseRequestHandler]) -> Iterator[tuple[str, ThreadingHTTPServer]]:
+    """Run ``handler`` (a request handler class, or a factory of one) on 127.0.0.1:<free port>
+    in a thread; yields (base URL, server) and stops the server on exit."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", faults
+        yield f"http://127.0.0.1:{server.server_address[1]}", server
     finally:
         server.shutdown()
         server.server_close()
+        thread.join()
+
+
+@contextlib.contextmanager
+def serve(root: str | os.PathLike, faults: Faults | None = None):
+    """Serve ``root`` at http://127.0.0.1:<free port>; yields (base URL, faults)."""
+    faults = faults or Faults()
+    with serve_handler(_handler(Path(root), faults)) as (base, _):
+        yield base, faults

@@ -19,21 +19,17 @@ from musictext.ingest.sources.allmusic import (
 )
 from musictext.rejects import Rejections
 from tests.datasets import allmusic as am
+from tests.datasets import check_expected, fixture_options, parse_source
 
 ALBUM_SPLIT = hashed_split("allmusic:mw0000123456", 0)
 
 
 def _options(fx: dict, base: str, **extra) -> dict:
-    opts = {k: v.replace("{base}", base) if isinstance(v, str) else v for k, v in fx["options"].items()}
-    return opts | extra
+    return fixture_options(fx, base) | extra
 
 
 def _run(options: dict, meta_dir: str = ""):
-    src = AllMusicSource()
-    opts = src.options(options)
-    rejections = Rejections("list")
-    records = list(src.parse(meta_dir, opts, rejections))
-    return {r.track_id: r for r in records}, {row["item"]: row["reason"] for row in rejections.rows}
+    return parse_source(AllMusicSource, meta_dir, **options)
 
 
 @pytest.fixture(scope="module")
@@ -265,11 +261,7 @@ def test_export(name, url_run, tmp_path):
     fx = am.make_export_fixture(work, name)
     exp = fx["expected"]
     records, rejected = _run(fx["options"])
-    assert len(records) == exp["records"]
-    assert set(rejected) == set(exp["rejected"])
-    for item, reason in exp["rejected"].items():
-        assert reason in rejected[item], (item, rejected[item])
-    assert {tid: r.split for tid, r in records.items()} == exp["splits"]
+    check_expected((records, rejected), exp)  # records, rejections, each record's split
     # Same review, same records as the page (audio under this copy of the library).
     for tid in [*exp["album_ids"], "allmusic-mt0001234567"]:
         want = url_records[tid].row()

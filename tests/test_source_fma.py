@@ -11,47 +11,30 @@ import zipfile
 import pytest
 
 from musictext.ingest.sources.fma import ARCHIVE_SHA1, BASE_URL, FmaSource, genre_names, read_genres
-from musictext.rejects import Rejections
+from tests.datasets import check_expected, fixture_options, parse_source, source_fixtures
 from tests.datasets.fma import TRAILING_LICENCE, make_fixture
 
+MIRROR = "http://mirror.test"
 
-@pytest.fixture(scope="module")
-def fixture(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fma")
-    info = make_fixture(root)
-    return root, info
+made, parsed = source_fixtures(make_fixture, FmaSource, MIRROR)
 
 
 def _parse(meta_dir, **options):
-    source = FmaSource()
-    rejections = Rejections("list")
-    records = {r.track_id: r for r in source.parse(str(meta_dir), source.options(options), rejections)}
-    return records, {row["item"]: row["reason"] for row in rejections.rows}
+    return parse_source(FmaSource, meta_dir, **options)
 
 
-def _fixture_options(info, base="http://mirror.test"):
-    return {k: v.replace("{base}", base) if isinstance(v, str) else v for k, v in info["options"].items()}
-
-
-def test_records_splits_and_rejections_match_the_fixture(fixture):
-    root, info = fixture
-    records, rejected = _parse(root / "metadata", **_fixture_options(info))
-    expected = info["expected"]
+def test_records_splits_and_rejections_match_the_fixture(made, parsed):
+    # records, splits, rejections; the audio_fail record listed (its download is what fails)
+    check_expected(parsed, made.info["expected"])
+    records, rejected = parsed
     assert sorted(records) == ["fma-10", "fma-140", "fma-148", "fma-2", "fma-5"]
-    assert len(records) == expected["records"]
-    splits = {s: sum(r.split == s for r in records.values()) for s in ("train", "valid", "test")}
-    assert splits == expected["splits"]
-    assert set(rejected) == set(expected["rejected"])
-    for item, reason in expected["rejected"].items():
-        assert reason in rejected[item]
-    assert set(expected["audio_fail"]) <= set(records)  # listed, its download is what fails
     # the index-name row (track_id,,,...) is neither a record nor a rejection
     assert not any("track_id" in item for item in rejected)
 
 
-def test_one_record_in_full(fixture):
-    root, info = fixture
-    records, _ = _parse(root / "metadata", **_fixture_options(info))
+def test_one_record_in_full(made, parsed):
+    _, info = made
+    records, _ = parsed
     r = records["fma-2"]
     assert r.source == "fma" and r.split == "train"
     assert len(r.captions) == 2
@@ -70,8 +53,8 @@ def test_one_record_in_full(fixture):
     assert records["fma-10"].split == "valid" and records["fma-5"].split == "test"
 
 
-def test_quoted_fields_span_lines_and_hold_html(fixture):
-    root, _ = fixture
+def test_quoted_fields_span_lines_and_hold_html(made):
+    root, _ = made
     text = zipfile.ZipFile(root / "metadata" / "fma_metadata.zip").read("fma_metadata/tracks.csv").decode()
     # the fixture really has records spanning physical lines, with HTML and doubled quotes inside
     assert '<p>A Way Of Life, A Collective of Hip-Hop from the Bronx.</p>\n<p>Members say ""we keep' in text
@@ -86,16 +69,16 @@ def test_quoted_fields_span_lines_and_hold_html(fixture):
     assert records["fma-10"].meta["album"] == "Constant Hitmaker"  # its album info has a newline too
 
 
-def test_licence_is_stripped_per_track(fixture):
-    root, _ = fixture
+def test_licence_is_stripped_per_track(made):
+    root, _ = made
     records, _ = _parse(root / "metadata")
     assert TRAILING_LICENCE.endswith("  ")
     assert records["fma-10"].licence == TRAILING_LICENCE.strip()
     assert records["fma-140"].licence == "Attribution-Noncommercial-Share Alike 3.0 United States"
 
 
-def test_empty_genres_with_tags_is_described_from_the_tags(fixture):
-    root, _ = fixture
+def test_empty_genres_with_tags_is_described_from_the_tags(made):
+    root, _ = made
     records, _ = _parse(root / "metadata")
     r = records["fma-140"]
     assert r.tags == ["folk", "acoustic"]
@@ -106,8 +89,8 @@ def test_empty_genres_with_tags_is_described_from_the_tags(fixture):
     assert len(r.captions) == 2
 
 
-def test_medium_subset_keeps_nested_tracks_and_multi_root_genres(fixture):
-    root, _ = fixture
+def test_medium_subset_keeps_nested_tracks_and_multi_root_genres(made):
+    root, _ = made
     small, _ = _parse(root / "metadata", subset="small")
     medium, rejected = _parse(root / "metadata", subset="medium")
     assert "fma-20" not in small  # set.subset = medium
@@ -124,8 +107,8 @@ def test_medium_subset_keeps_nested_tracks_and_multi_root_genres(fixture):
     assert "fma-20" not in rejected
 
 
-def test_large_and_full_take_three_windows_and_every_track(fixture):
-    root, _ = fixture
+def test_large_and_full_take_three_windows_and_every_track(made):
+    root, _ = made
     for subset in ("large", "full"):
         records, _ = _parse(root / "metadata", subset=subset, verify_archive=False)
         assert set(records) == {"fma-2", "fma-5", "fma-10", "fma-20", "fma-140", "fma-148"}
@@ -135,13 +118,13 @@ def test_large_and_full_take_three_windows_and_every_track(fixture):
         assert r.audio.sha1 is None
 
 
-def test_extracted_metadata_gives_the_same_records(fixture, tmp_path):
-    root, info = fixture
+def test_extracted_metadata_gives_the_same_records(made, tmp_path):
+    root, info = made
     with zipfile.ZipFile(root / "metadata" / "fma_metadata.zip") as zf:
         zf.extractall(tmp_path / "unzipped")
     assert (tmp_path / "unzipped" / "fma_metadata" / "tracks.csv").exists()
-    from_zip, rej_zip = _parse(root / "metadata", **_fixture_options(info))
-    extracted, rej_dir = _parse(tmp_path / "unzipped", **_fixture_options(info))
+    from_zip, rej_zip = _parse(root / "metadata", **fixture_options(info, MIRROR))
+    extracted, rej_dir = _parse(tmp_path / "unzipped", **fixture_options(info, MIRROR))
     assert {k: v.row() for k, v in extracted.items()} == {k: v.row() for k, v in from_zip.items()}
     assert rej_dir == rej_zip
 
@@ -162,8 +145,8 @@ def test_genres_table_and_order():
     assert genre_names([76, 17, 999, 10, 76], genres) == ["Folk", "Pop", "Experimental Pop"]
 
 
-def test_fixture_archive_matches_the_published_layout(fixture):
-    root, info = fixture
+def test_fixture_archive_matches_the_published_layout(made):
+    root, info = made
     data = (root / "audio" / "fma_small.zip").read_bytes()
     assert hashlib.sha1(data).hexdigest() == info["options"]["archive_sha1"]
     zf = zipfile.ZipFile(io.BytesIO(data))

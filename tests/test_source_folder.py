@@ -13,53 +13,42 @@ import pytest
 from musictext.ingest.base import ListContext, hashed_split
 from musictext.ingest.records import PathAudio
 from musictext.ingest.sources.folder import FolderSource, track_id
-from musictext.rejects import Rejections
+from tests.datasets import build, check_expected, parse_source
 from tests.datasets.folder import make_fixture, make_jsonl_fixture, make_tags_fixture, write_track
 
 
 def _parse(meta_dir: str, **options):
-    src = FolderSource()
-    opts = src.options({"dir": meta_dir, **options})
-    rejections = Rejections("list")
-    records = list(src.parse(meta_dir, opts, rejections))
-    return {r.track_id: r for r in records}, {row["item"]: row["reason"] for row in rejections.rows}
+    return parse_source(FolderSource, meta_dir, **({"dir": meta_dir} | options))
 
 
 @pytest.fixture(scope="module")
 def csv_fx(tmp_path_factory):
-    root = tmp_path_factory.mktemp("folder_csv")
-    return root, make_fixture(root)
+    return build(tmp_path_factory, make_fixture)
 
 
 @pytest.fixture(scope="module")
 def jsonl_fx(tmp_path_factory):
-    root = tmp_path_factory.mktemp("folder_jsonl")
-    return root, make_jsonl_fixture(root)
+    return build(tmp_path_factory, make_jsonl_fixture)
 
 
 @pytest.fixture(scope="module")
 def tags_fx(tmp_path_factory):
-    root = tmp_path_factory.mktemp("folder_tags")
-    return root, make_tags_fixture(root)
+    return build(tmp_path_factory, make_tags_fixture)
 
 
-def _check_expected(records, rejected, expected):
-    assert len(records) == expected["records"]
-    assert set(rejected) == set(expected["rejected"])
-    for item, reason in expected["rejected"].items():
-        assert reason in rejected[item], (item, rejected[item])
-    assert {tid: records[tid].split for tid in records} == expected["splits"]
+def _parse_checked(made):
+    """The library of a fixture parsed and checked against its ``expected``; (records, rejected, ids)."""
+    records, rejected = _parse(str(made.root / "library"))
+    check_expected((records, rejected), made.info["expected"])  # records, rejections, each record's split
+    return records, rejected, made.info["expected"]["ids"]
 
 
 # -- captions.csv -----------------------------------------------------------------------------
 
 def test_csv_records(csv_fx):
-    root, fx = csv_fx
-    lib = str(root / "library")
-    records, rejected = _parse(lib)
-    _check_expected(records, rejected, fx["expected"])
+    lib = str(csv_fx.root / "library")
+    records, _, ids = _parse_checked(csv_fx)
 
-    ids = fx["expected"]["ids"]
     blue = records[ids["blue"]]
     assert blue.track_id == "folder-Miles_Quartet_-_Blue_Night.flac-" + track_id("Miles Quartet - Blue Night.flac")[-8:]
     # Two rows of one path: two captions, the second with a quoted line break and quotes.
@@ -227,11 +216,7 @@ def test_records_reads_the_folder_without_fetching(csv_fx):
 # -- captions.jsonl ---------------------------------------------------------------------------
 
 def test_jsonl(jsonl_fx):
-    root, fx = jsonl_fx
-    lib = str(root / "library")
-    records, rejected = _parse(lib)
-    _check_expected(records, rejected, fx["expected"])
-    ids = fx["expected"]["ids"]
+    records, rejected, ids = _parse_checked(jsonl_fx)
     a = records[ids["a"]]
     # Two lines for a.flac: captions merged in order, split from the line that has one.
     assert a.captions == ["Fingerpicked acoustic guitar and soft vocals.", "A gentle folk song.",
@@ -243,7 +228,7 @@ def test_jsonl(jsonl_fx):
     assert b.captions == ["Loud live rock with a cheering crowd."]  # a CRLF line; its "dev" line rejected
     assert b.tags == ["rock", "live"]  # a ";"-separated string
     assert records[ids["c"]].captions == ["Sparse synth pads."]
-    raw = (root / "library" / "captions.jsonl").read_bytes()
+    raw = (jsonl_fx.root / "library" / "captions.jsonl").read_bytes()
     assert rejected["captions.jsonl:7"] == f"line is not valid UTF-8 (byte offset {raw.index(bytes([0xFF]))})"
     assert "d.wav" not in {r.audio.path for r in records.values()}
 
@@ -251,10 +236,7 @@ def test_jsonl(jsonl_fx):
 # -- captions from tags -----------------------------------------------------------------------
 
 def test_tags_mode(tags_fx):
-    root, fx = tags_fx
-    records, rejected = _parse(str(root / "library"))
-    _check_expected(records, rejected, fx["expected"])
-    ids = fx["expected"]["ids"]
+    records, rejected, ids = _parse_checked(tags_fx)
     blue = records[ids["blue"]]
     assert blue.captions == ["A calm, mellow jazz track.", "Jazz music. The mood is calm and mellow.",
                              "Blue Night by Miles Quartet, a calm, mellow jazz song."]

@@ -19,24 +19,17 @@ from musictext.ingest.sources.jamendo import (
 )
 from musictext.rejects import Rejections
 
+from tests.datasets import check_expected, parse_fixture, parse_source, source_fixtures
 from tests.datasets import jamendo as fixture
 
-BASE = "http://mirror.test/audio"
+MIRROR = "http://mirror.test"
+BASE = f"{MIRROR}/audio"  # the fixture's audio_base_url, "{base}/audio"
 
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    root = tmp_path_factory.mktemp("jamendo")
-    return root, fixture.make_fixture(root)
+made, parsed = source_fixtures(fixture.make_fixture, JamendoSource, MIRROR)
 
 
 def parse(made, **options):
-    _, fx = made
-    opts = dict(fx["options"], audio_base_url=BASE) | options
-    rejections = Rejections("list")
-    src = JamendoSource()
-    records = {r.track_id: r for r in src.parse(opts["metadata"], src.options(opts), rejections)}
-    return records, rejections
+    return parse_fixture(JamendoSource, made, MIRROR, **options)
 
 
 def sha_of(path) -> str:
@@ -48,9 +41,9 @@ def listed(root, name) -> dict[str, str]:
     return {line.split(" ")[1]: line.split(" ")[0] for line in text.splitlines()}
 
 
-def test_record_values(made):
+def test_record_values(made, parsed):
     root, fx = made
-    records, _ = parse(made)
+    records, _ = parsed
     assert len(records) == fx["expected"]["records"] == 8
 
     r = records["jamendo-track_0000214"]
@@ -94,10 +87,8 @@ def test_record_values(made):
     assert records["jamendo-track_0004402"].meta["duration_s"] == 487.7
 
 
-def test_splits(made):
-    _, fx = made
-    records, _ = parse(made)
-    splits = {k: r.split for k, r in records.items()}
+def test_splits(made, parsed):
+    splits = {k: r.split for k, r in parsed.records.items()}
     assert splits == {
         "jamendo-track_0000214": "test", "jamendo-track_0012314": "test",
         "jamendo-track_0004402": "valid",  # autotagging-validation.tsv
@@ -107,9 +98,9 @@ def test_splits(made):
         # in no split file, artist unknown to the split set: hashed by artist
         "jamendo-track_0060002": hashed_split("jamendo-artist:9999", 0),
     }
-    assert records["jamendo-track_0031602"].meta["in_split_files"] is False
+    assert parsed.records["jamendo-track_0031602"].meta["in_split_files"] is False
     counts = {s: list(splits.values()).count(s) for s in ("train", "valid", "test")}
-    assert counts == fx["expected"]["splits"]
+    assert counts == made.info["expected"]["splits"]
 
     other, _ = parse(made, split=1)  # the option picks data/splits/split-1
     assert {k: r.split for k, r in other.items() if k in {
@@ -118,13 +109,9 @@ def test_splits(made):
         "jamendo-track_1418302": "test", "jamendo-track_0031602": "train"}
 
 
-def test_rejections(made):
-    _, fx = made
-    _, rejections = parse(made)
-    got = {row["item"]: row["reason"] for row in rejections.rows}
-    assert set(got) == set(fx["expected"]["rejected"])
-    for item, reason in fx["expected"]["rejected"].items():
-        assert reason in got[item]
+def test_rejections(made, parsed):
+    check_expected(parsed, made.info["expected"])  # records, splits, rejections, audio_fail listed
+    got = parsed.rejected
     assert got["raw_30s_cleantags_50artists.tsv:5"] == "bad DURATION 'n/a'"
     assert "want 77/777.mp3" in got["raw_30s_cleantags_50artists.tsv:9"]
 
@@ -171,8 +158,7 @@ def test_audio_quality_and_default_base(made):
     assert a.sha256 is None and a.member_sha256 is None  # the full-quality lists are not in the fixture
 
     src = JamendoSource()
-    meta = fx["options"]["metadata"]
-    recs = {r.track_id: r for r in src.parse(meta, src.options({"metadata": meta}), Rejections("list"))}
+    recs, _ = parse_source(JamendoSource, fx["options"]["metadata"], metadata=fx["options"]["metadata"])
     assert recs["jamendo-track_0000214"].audio.urls == (
         "https://cdn.freesound.org/mtg-jamendo/raw_30s/audio-low/raw_30s_audio-low-14.tar",)
     with pytest.raises(ValueError, match="audio_quality"):
@@ -183,15 +169,14 @@ def test_audio_quality_and_default_base(made):
 
 def test_missing_split_set(made, tmp_path):
     root, _ = made
-    src = JamendoSource()
     meta = str(root / "metadata")
     with pytest.raises(FileNotFoundError, match="no split-2/autotagging-test.tsv"):
-        list(src.parse(meta, src.options({"metadata": meta, "split": 2}), Rejections("list")))
+        parse_source(JamendoSource, meta, metadata=meta, split=2)
     bad = tmp_path / "bad"
     (bad / "data").mkdir(parents=True)
     (bad / "data" / fixture.MAIN).write_bytes(b"id\tpath\r\n1\t01/1.mp3\r\n")
     with pytest.raises(ValueError, match="header"):
-        list(src.parse(str(bad), src.options({}), Rejections("list")))
+        parse_source(JamendoSource, bad)
 
 
 def test_published_files():

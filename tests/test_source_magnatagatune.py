@@ -15,44 +15,24 @@ from musictext.ingest.sources.magnatagatune import (
     MagnaTagATuneSource,
     tag_facets,
 )
-from musictext.rejects import Rejections
+from tests.datasets import check_expected, parse_source, source_fixtures
 from tests.datasets.magnatagatune import TAGS, annotations_csv, clip_info_csv, make_fixture
 
-
-@pytest.fixture(scope="module")
-def fixture(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mtat")
-    return root, make_fixture(root)
+made, parsed = source_fixtures(make_fixture, MagnaTagATuneSource, "http://mirror.test")
 
 
 def _parse(meta_dir, **options):
-    source = MagnaTagATuneSource()
-    rejections = Rejections("list")
-    records = {r.track_id: r for r in source.parse(str(meta_dir), source.options(options), rejections)}
-    return records, {row["item"]: row["reason"] for row in rejections.rows}
+    return parse_source(MagnaTagATuneSource, meta_dir, **options)
 
 
-def _options(info, base="http://mirror.test"):
-    return {k: v.replace("{base}", base) for k, v in info["options"].items()}
+def test_records_splits_and_rejections_match_the_fixture(made, parsed):
+    check_expected(parsed, made.info["expected"])  # records, splits, rejections, audio_fail listed
+    assert sorted(parsed.records) == ["magnatagatune-10", "magnatagatune-2", "magnatagatune-20",
+                                      "magnatagatune-35644", "magnatagatune-6"]
 
 
-def test_records_splits_and_rejections_match_the_fixture(fixture):
-    root, info = fixture
-    records, rejected = _parse(root / "metadata", **_options(info))
-    expected = info["expected"]
-    assert sorted(records) == ["magnatagatune-10", "magnatagatune-2", "magnatagatune-20",
-                               "magnatagatune-35644", "magnatagatune-6"]
-    assert len(records) == expected["records"]
-    assert {s: sum(r.split == s for r in records.values()) for s in ("train", "valid", "test")} == expected["splits"]
-    assert set(rejected) == set(expected["rejected"])
-    for item, reason in expected["rejected"].items():
-        assert reason in rejected[item]
-    assert set(expected["audio_fail"]) <= set(records)
-
-
-def test_one_record_in_full(fixture):
-    root, info = fixture
-    records, _ = _parse(root / "metadata", **_options(info))
+def test_one_record_in_full(parsed):
+    records, _ = parsed
     r = records["magnatagatune-2"]
     assert r.source == "magnatagatune" and r.split == "test"  # folder f
     assert r.tags == ["classical", "violins", "strings", "violin", "no vocals", "slow"]  # column order
@@ -76,16 +56,16 @@ def test_one_record_in_full(fixture):
     }
 
 
-def test_clips_of_one_track_stay_distinct_items_in_one_split(fixture):
-    root, _ = fixture
+def test_clips_of_one_track_stay_distinct_items_in_one_split(made):
+    root, _ = made
     records, _ = _parse(root / "metadata")
     a, b = records["magnatagatune-2"], records["magnatagatune-6"]
     assert a.meta["track"] == b.meta["track"] and a.split == b.split == "test"
     assert a.group != b.group  # same null span: one group would merge two different clips
 
 
-def test_synonyms_and_typos_are_merged_in_captions(fixture):
-    root, _ = fixture
+def test_synonyms_and_typos_are_merged_in_captions(made):
+    root, _ = made
     records, _ = _parse(root / "metadata")
     r10 = records["magnatagatune-10"]  # "no voice" + "no singer"
     assert {"no voice", "no singer"} <= set(r10.tags)
@@ -113,8 +93,8 @@ def test_facet_table_covers_every_real_tag_column():
     assert tag_facets(["not rock", "lol", "different"]).empty()
 
 
-def test_published_header_and_quoting(fixture):
-    root, _ = fixture
+def test_published_header_and_quoting(made):
+    root, _ = made
     text = (root / "metadata" / "annotations_final.csv").read_text()
     header = text.split("\n", 1)[0].split("\t")
     assert header[0] == '"clip_id"' and header[-1] == '"mp3_path"' and len(header) == 190
@@ -122,8 +102,8 @@ def test_published_header_and_quoting(fixture):
     assert header[1:5] == ['"no voice"', '"singer"', '"duet"', '"plucking"']
 
 
-def test_unquoted_crlf_copy_gives_the_same_records(fixture, tmp_path):
-    root, _ = fixture
+def test_unquoted_crlf_copy_gives_the_same_records(made, tmp_path):
+    root, _ = made
     (tmp_path / "annotations_final.csv").write_text(annotations_csv(quoted=False, newline="\r\n"), newline="")
     (tmp_path / "clip_info_final.csv").write_text(clip_info_csv(quoted=False), newline="")
     plain, plain_rej = _parse(tmp_path)
@@ -132,8 +112,8 @@ def test_unquoted_crlf_copy_gives_the_same_records(fixture, tmp_path):
     assert plain_rej == quoted_rej and len(plain_rej) == 4  # same items, same line numbers
 
 
-def test_without_clip_info_the_records_stay(fixture, tmp_path):
-    root, _ = fixture
+def test_without_clip_info_the_records_stay(made, tmp_path):
+    root, _ = made
     (tmp_path / "annotations_final.csv").write_bytes((root / "metadata" / "annotations_final.csv").read_bytes())
     records, _ = _parse(tmp_path)
     assert len(records) == 5
@@ -143,8 +123,8 @@ def test_without_clip_info_the_records_stay(fixture, tmp_path):
     assert BASE_URL == "https://mirg.city.ac.uk/datasets/magnatagatune"
 
 
-def test_latin1_clip_info_keeps_accents(fixture, tmp_path):
-    root, _ = fixture
+def test_latin1_clip_info_keeps_accents(made, tmp_path):
+    root, _ = made
     (tmp_path / "annotations_final.csv").write_bytes((root / "metadata" / "annotations_final.csv").read_bytes())
     text = clip_info_csv().replace("Jeff Wahl", "Jürgen Wahl")
     (tmp_path / "clip_info_final.csv").write_bytes(text.encode("latin-1"))
@@ -162,8 +142,8 @@ def test_missing_annotations_names_the_file(tmp_path):
         _parse(tmp_path)
 
 
-def test_audio_parts_join_into_the_published_zip(fixture):
-    root, _ = fixture
+def test_audio_parts_join_into_the_published_zip(made):
+    root, _ = made
     parts = [(root / "audio" / f"mp3.zip.00{i}").read_bytes() for i in (1, 2, 3)]
     assert all(parts)
     zf = zipfile.ZipFile(io.BytesIO(b"".join(parts)))

@@ -17,29 +17,15 @@ from musictext.ingest.sources.msd_lastfm import (
     facets_of,
     usable_tags,
 )
-from musictext.rejects import Rejections
 
+from tests.datasets import check_expected, parse_source, source_fixtures
 from tests.datasets import msd_lastfm as fixture
 
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    root = tmp_path_factory.mktemp("msd")
-    return root, fixture.make_fixture(root)
+made, parsed = source_fixtures(fixture.make_fixture, MsdLastfmSource)
 
 
-def parse(options: dict, meta: str | None = None):
-    source = MsdLastfmSource()
-    opts = source.options(options)
-    rejections = Rejections("list")
-    records = list(source.parse(meta or options["metadata"], opts, rejections))
-    return {r.track_id: r for r in records}, {row["item"]: row["reason"] for row in rejections.rows}
-
-
-@pytest.fixture(scope="module")
-def parsed(made):
-    _, fx = made
-    return parse(fx["options"])
+def parse(options: dict):
+    return parse_source(MsdLastfmSource, options["metadata"], **options)
 
 
 def test_fixture_is_in_the_published_layout(made):
@@ -54,18 +40,7 @@ def test_fixture_is_in_the_published_layout(made):
 
 
 def test_expected_counts_match(made, parsed):
-    _, fx = made
-    records, rejected = parsed
-    expected = fx["expected"]
-    assert len(records) == expected["records"]
-    assert set(rejected) == set(expected["rejected"])
-    for item, reason in expected["rejected"].items():
-        assert reason in rejected[item]
-    splits: dict[str, int] = {}
-    for r in records.values():
-        splits[r.split] = splits.get(r.split, 0) + 1
-    assert splits == expected["splits"]
-    assert set(expected["audio_fail"]) <= set(records)
+    check_expected(parsed, made.info["expected"])  # records, rejections, records per split, audio_fail listed
 
 
 def test_tagged_track_record(made, parsed):
@@ -178,10 +153,7 @@ def test_subset_duplicates_are_dropped(made, tmp_path):
 def test_sqlite_form(tmp_path, parsed):
     fx = fixture.make_db_fixture(tmp_path)
     records, rejected = parse(fx["options"])
-    assert len(records) == fx["expected"]["records"]
-    for item, reason in fx["expected"]["rejected"].items():
-        assert reason in rejected[item], item
-    assert set(rejected) == set(fx["expected"]["rejected"])
+    check_expected((records, rejected), fx["expected"])  # records, rejections, audio_fail listed
     json_records, _ = parsed
     # ROWID joins: tags land on the right tracks (the fixture inserts tags and tracks in
     # different orders), weights come from tid_tag.val.

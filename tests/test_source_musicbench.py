@@ -12,43 +12,24 @@ import soundfile as sf
 from musictext.ingest.base import hashed_split
 from musictext.ingest.records import ArchiveAudio
 from musictext.ingest.sources.musicbench import MusicBenchSource, source_ytid
-from musictext.rejects import Rejections
 
+from tests.datasets import check_expected, parse_source, source_fixtures
 from tests.datasets import musicbench as fixture_mod
 
 BASE = "http://127.0.0.1:9"
 
 
-@pytest.fixture(scope="module")
-def fixture(tmp_path_factory):
-    root = tmp_path_factory.mktemp("musicbench")
-    return root, fixture_mod.make_fixture(root)
+made, parsed = source_fixtures(fixture_mod.make_fixture, MusicBenchSource, BASE)
 
 
 def _parse(meta_dir, **options):
-    source = MusicBenchSource()
-    opts = source.options(options)
-    rejections = Rejections("list")
-    records = list(source.parse(str(meta_dir), opts, rejections))
-    return {r.track_id: r for r in records}, {row["item"]: row["reason"] for row in rejections.rows}
+    return parse_source(MusicBenchSource, meta_dir, **options)
 
 
-@pytest.fixture(scope="module")
-def parsed(fixture):
-    _, fx = fixture
-    options = {k: v.replace("{base}", BASE) for k, v in fx["options"].items()}
-    return _parse(options.pop("metadata"), **options)
-
-
-def test_counts_splits_and_rejections_match_the_fixture(fixture, parsed):
-    _, fx = fixture
+def test_counts_splits_and_rejections_match_the_fixture(made, parsed):
+    check_expected(parsed, made.info["expected"])  # records, splits (per record too), rejections
     records, rejected = parsed
-    expected = fx["expected"]
-    assert len(records) == expected["records"] == 10
-    assert {t: r.split for t, r in records.items()} == expected["track_splits"]
-    assert set(rejected) == set(expected["rejected"])
-    for item, reason in expected["rejected"].items():
-        assert reason in rejected[item]
+    assert len(records) == 10
     assert "data_aug2/0XxinBtKouQ_1.wav" in rejected["musicbench-0XxinBtKouQ_1"]
 
 
@@ -112,16 +93,16 @@ def test_youtube_ids_are_split_on_their_fixed_length():
     assert source_ytid("data_aug2/k8Pq2Lr_z_7_2.wav") == ("k8Pq2Lr_z_7", "2")
 
 
-def test_pandas_escaped_locations_are_read(fixture, parsed):
-    root, _ = fixture
+def test_pandas_escaped_locations_are_read(made, parsed):
+    root, _ = made
     raw = (root / "metadata" / "MusicBench_train.json").read_text()
     assert '"location":"data_aug2\\/0LE6Ll1rVlg_1.wav"' in raw
     records, _ = parsed
     assert records["musicbench-0LE6Ll1rVlg_1"].meta["location"] == "data_aug2/0LE6Ll1rVlg_1.wav"
 
 
-def test_groups_never_straddle_train_and_valid(fixture):
-    root, _ = fixture
+def test_groups_never_straddle_train_and_valid(made):
+    root, _ = made
     seen = set()
     for seed in range(12):
         records, _ = _parse(root / "metadata", split_seed=seed, valid_fraction=0.5)
@@ -134,8 +115,8 @@ def test_groups_never_straddle_train_and_valid(fixture):
     assert seen == {"train", "valid", "test"}
 
 
-def test_every_member_is_in_the_tarball_but_the_planted_one(fixture, parsed):
-    root, fx = fixture
+def test_every_member_is_in_the_tarball_but_the_planted_one(made, parsed):
+    root, fx = made
     records, _ = parsed
     with tarfile.open(root / "audio" / "MusicBench.tar.gz", "r:gz") as tar:
         names = set(tar.getnames())
@@ -146,8 +127,8 @@ def test_every_member_is_in_the_tarball_but_the_planted_one(fixture, parsed):
     assert {"datashare", "datashare/data", "datashare/data_aug2"} <= names
 
 
-def test_test_file_aliases_and_repacked_archive_root(fixture, tmp_path):
-    root, _ = fixture
+def test_test_file_aliases_and_repacked_archive_root(made, tmp_path):
+    root, _ = made
     meta = tmp_path / "copy" / "nested"
     meta.mkdir(parents=True)
     shutil.copy(root / "metadata" / "MusicBench_train.json", meta)
@@ -162,8 +143,8 @@ def test_test_file_aliases_and_repacked_archive_root(fixture, tmp_path):
     assert rec.audio.member == "data/-FEPOSP7ay0.wav"
 
 
-def test_missing_test_file_fails_the_listing(fixture, tmp_path):
-    root, _ = fixture
+def test_missing_test_file_fails_the_listing(made, tmp_path):
+    root, _ = made
     shutil.copy(root / "metadata" / "MusicBench_train.json", tmp_path)
     shutil.copy(root / "metadata" / "MusicBench_test_A.json", tmp_path)
     with pytest.raises(FileNotFoundError, match="MusicBench_test_B.json"):

@@ -12,42 +12,21 @@ from musictext.ingest.describe import describe
 from musictext.ingest.records import YouTubeAudio
 from musictext.ingest.sources.musiccaps import LICENCE, MusicCapsSource, aspect_facets
 from musictext.ingest.sources.youtube_options import YouTubeOptions, train_or_valid
-from musictext.rejects import Rejections
+from tests.datasets import check_expected, parse_source, source_fixtures
 from tests.datasets import musiccaps as fixture
 
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    root = tmp_path_factory.mktemp("musiccaps")
-    return root, fixture.make_fixture(root)
+made, parsed = source_fixtures(fixture.make_fixture, MusicCapsSource)  # youtube_url keeps "{base}"
 
 
 def parse(meta_dir, **options):
-    source = MusicCapsSource()
-    rejections = Rejections("list")
-    records = list(source.parse(str(meta_dir), source.options(options), rejections))
-    return {r.track_id: r for r in records}, {row["item"]: row["reason"] for row in rejections.rows}
-
-
-@pytest.fixture(scope="module")
-def parsed(made):
-    root, info = made
-    return parse(root / "metadata", **{k: v for k, v in info["options"].items() if k != "metadata"})
+    return parse_source(MusicCapsSource, meta_dir, **options)
 
 
 def test_counts_splits_and_rejections_match_the_fixture(made, parsed):
-    _, info = made
-    records, rejected = parsed
-    expected = info["expected"]
-    assert len(records) == expected["records"] == 6
-    splits = {s: sum(r.split == s for r in records.values()) for s in ("train", "valid", "test")}
-    assert splits == expected["splits"]
-    assert set(rejected) == set(expected["rejected"])
-    for item, reason in expected["rejected"].items():
-        assert reason in rejected[item], (item, rejected[item])
-    assert rejected["musiccaps-Kmgo00avvEw"] == "end_s 40 is not after start_s 40"
-    for track_id in expected["audio_fail"]:
-        assert track_id in records  # listed; only its download fails
+    # records, splits, rejections, and the audio_fail records listed (only their download fails)
+    check_expected(parsed, made.info["expected"])
+    assert made.info["expected"]["records"] == 6
+    assert parsed.rejected["musiccaps-Kmgo00avvEw"] == "end_s 40 is not after start_s 40"
 
 
 def test_first_row_every_field(parsed):

@@ -13,44 +13,25 @@ import soundfile as sf
 from musictext.ingest.base import hashed_split
 from musictext.ingest.records import ArchiveAudio
 from musictext.ingest.sources.musicqa import CAPTION_PROMPTS, MusicQASource, is_caption_prompt
-from musictext.rejects import Rejections
 
+from tests.datasets import check_expected, parse_source, source_fixtures
 from tests.datasets import musicqa as fixture_mod
 
 BASE = "http://127.0.0.1:9"
 LICENCE = "MIT (card); GitHub copy GPL-3.0; audio keeps its source terms (MTG-Jamendo)"
 
 
-@pytest.fixture(scope="module")
-def fixture(tmp_path_factory):
-    root = tmp_path_factory.mktemp("musicqa")
-    return root, fixture_mod.make_fixture(root)
+made, parsed = source_fixtures(fixture_mod.make_fixture, MusicQASource, BASE)
 
 
 def _parse(meta_dir, **options):
-    source = MusicQASource()
-    opts = source.options(options)
-    rejections = Rejections("list")
-    records = list(source.parse(str(meta_dir), opts, rejections))
-    return {r.track_id: r for r in records}, {row["item"]: row["reason"] for row in rejections.rows}
+    return parse_source(MusicQASource, meta_dir, **options)
 
 
-@pytest.fixture(scope="module")
-def parsed(fixture):
-    _, fx = fixture
-    options = {k: v.replace("{base}", BASE) for k, v in fx["options"].items()}
-    return _parse(options.pop("metadata"), **options)
-
-
-def test_counts_splits_and_rejections_match_the_fixture(fixture, parsed):
-    _, fx = fixture
+def test_counts_splits_and_rejections_match_the_fixture(made, parsed):
+    check_expected(parsed, made.info["expected"])  # records, splits (per record too), rejections
     records, rejected = parsed
-    expected = fx["expected"]
-    assert len(records) == expected["records"] == 4
-    assert {t: r.split for t, r in records.items()} == expected["track_splits"]
-    assert set(rejected) == set(expected["rejected"])
-    for item, reason in expected["rejected"].items():
-        assert reason in rejected[item]
+    assert len(records) == 4
     assert "012545.wav" in rejected["EvalMusicQA.json[27]"]
 
 
@@ -72,8 +53,8 @@ def test_eval_clip_keeps_only_the_captioning_answers(parsed):
                         "captions_generated": True}
 
 
-def test_nan_answers_are_empty_and_the_clip_is_rejected(fixture, parsed):
-    root, _ = fixture
+def test_nan_answers_are_empty_and_the_clip_is_rejected(made, parsed):
+    root, _ = made
     raw = (root / "metadata" / "EvalMusicQA.json").read_text()
     assert '"value": NaN' in raw  # what json.dump writes for pandas' NaN
     records, rejected = parsed
@@ -91,8 +72,8 @@ def test_training_files_are_split_by_hashed_group(parsed):
     assert mc.meta["file"] == "PretrainMusicQA.json" and mc.meta["captions_generated"] is True
 
 
-def test_valid_subset_appears_and_eval_stays_test(fixture):
-    root, _ = fixture
+def test_valid_subset_appears_and_eval_stays_test(made):
+    root, _ = made
     seen = {}
     for seed in range(16):
         records, _ = _parse(root / "metadata", split_seed=seed, valid_fraction=0.5)
@@ -113,8 +94,8 @@ def test_caption_prompts_match_case_insensitively():
         assert not is_caption_prompt(prompt), prompt
 
 
-def test_zip_members_and_the_missing_one(fixture, parsed):
-    root, fx = fixture
+def test_zip_members_and_the_missing_one(made, parsed):
+    root, fx = made
     records, _ = parsed
     with zipfile.ZipFile(root / "audio" / "audios.zip") as zf:
         names = set(zf.namelist())
@@ -143,8 +124,8 @@ def test_a_clip_in_eval_and_training_is_test_with_merged_captions(tmp_path):
     assert records["musicqa-000001"].audio.member == "000001.wav"
 
 
-def test_broken_training_file_is_rejected_and_eval_still_listed(fixture, tmp_path):
-    root, _ = fixture
+def test_broken_training_file_is_rejected_and_eval_still_listed(made, tmp_path):
+    root, _ = made
     shutil.copy(root / "metadata" / "EvalMusicQA.json", tmp_path)
     (tmp_path / "FinetuneMusicQA.json").write_text('[{"audio_name": "000001.wav", "conversation": [')
     (tmp_path / "PretrainMusicQA.json").write_text('{"audio_name": "000002.wav"}')
@@ -154,8 +135,8 @@ def test_broken_training_file_is_rejected_and_eval_still_listed(fixture, tmp_pat
     assert "not a JSON array" in rejected["PretrainMusicQA.json"]
 
 
-def test_missing_eval_file_fails_the_listing(fixture, tmp_path):
-    root, _ = fixture
+def test_missing_eval_file_fails_the_listing(made, tmp_path):
+    root, _ = made
     shutil.copy(root / "metadata" / "FinetuneMusicQA.json", tmp_path)
     with pytest.raises(FileNotFoundError, match="EvalMusicQA.json"):
         _parse(tmp_path)

@@ -10,30 +10,24 @@ import pytest
 import soundfile as sf
 from musictext.ingest.sources.jamendo import JamendoSource
 from musictext.ingest.sources.song_describer import SongDescriberSource
-from musictext.rejects import Rejections
 
+from tests.datasets import check_expected, parse_source, source_fixtures
 from tests.datasets import jamendo as jamendo_fixture
 from tests.datasets import song_describer as fixture
 
-BASE = "http://mirror.test/audio"
+MIRROR = "http://mirror.test"
+BASE = f"{MIRROR}/audio"  # the fixture's audio_base_url, "{base}/audio"
 
-
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    root = tmp_path_factory.mktemp("song_describer")
-    return root, fixture.make_fixture(root)
+made, parsed = source_fixtures(fixture.make_fixture, SongDescriberSource, MIRROR)
 
 
 def parse(meta: str, **options):
-    src = SongDescriberSource()
-    rejections = Rejections("list")
-    opts = src.options({"metadata": meta, "audio_base_url": BASE} | options)
-    return {r.track_id: r for r in src.parse(meta, opts, rejections)}, rejections
+    return parse_source(SongDescriberSource, meta, **{"metadata": meta, "audio_base_url": BASE} | options)
 
 
-def test_record_values(made):
+def test_record_values(made, parsed):
     _, fx = made
-    records, _ = parse(fx["options"]["metadata"])
+    records, _ = parsed
     assert len(records) == fx["expected"]["records"] == 4
 
     r = records["song_describer-214"]
@@ -63,29 +57,23 @@ def test_record_values(made):
     assert records["song_describer-1408979"].meta["duration_s"] == 180.9
 
 
-def test_splits(made):
-    _, fx = made
-    records, _ = parse(fx["options"]["metadata"])
-    splits = {k: r.split for k, r in records.items()}
+def test_splits(made, parsed):
+    splits = {k: r.split for k, r in parsed.records.items()}
     assert splits == {
         "song_describer-214": "test",  # 1 of its 2 captions is validated
         "song_describer-415600": "test",
         "song_describer-1051200": "train",  # is_valid_subset empty = not validated
         "song_describer-1408979": "train",
     }
-    assert {s: list(splits.values()).count(s) for s in ("train", "valid", "test")} == fx["expected"]["splits"]
-    held, _ = parse(fx["options"]["metadata"], valid_fraction=0.999)
+    assert {s: list(splits.values()).count(s) for s in ("train", "valid", "test")} == made.info["expected"]["splits"]
+    held, _ = parse(made.info["options"]["metadata"], valid_fraction=0.999)
     assert {k: r.split for k, r in held.items()} == splits | {
         "song_describer-1051200": "valid", "song_describer-1408979": "valid"}
 
 
-def test_rejections(made):
-    _, fx = made
-    _, rejections = parse(fx["options"]["metadata"])
-    got = {row["item"]: row["reason"] for row in rejections.rows}
-    assert set(got) == set(fx["expected"]["rejected"])
-    for item, reason in fx["expected"]["rejected"].items():
-        assert reason in got[item]
+def test_rejections(made, parsed):
+    check_expected(parsed, made.info["expected"])  # records, splits, rejections, audio_fail listed
+    got = parsed.rejected
     # line numbers count physical lines: the quoted caption of 102 spans lines 3-4
     assert got["song_describer.csv:6"] == "empty caption (caption_id 104, track 1004034): dropped"
 
@@ -99,27 +87,24 @@ def test_csv_as_published(made):
     assert b"\r" not in raw
 
 
-def test_shared_group_with_jamendo(made, tmp_path):
-    _, fx = made
+def test_shared_group_with_jamendo(parsed, tmp_path):
     jroot = tmp_path / "jamendo"
     jfx = jamendo_fixture.make_fixture(jroot)
-    src = JamendoSource()
-    jmeta = jfx["options"]["metadata"]
-    jam = {r.track_id: r for r in src.parse(jmeta, src.options({"metadata": jmeta}), Rejections("list"))}
-    sdd, _ = parse(fx["options"]["metadata"])
+    jam, _ = parse_source(JamendoSource, jfx["options"]["metadata"], metadata=jfx["options"]["metadata"])
+    sdd, _ = parsed
     assert jam["jamendo-track_0000214"].group == sdd["song_describer-214"].group == "jamendo:214"
     # SDD's tracks come from MTG-Jamendo's split-0 test set: both sources agree
     assert jam["jamendo-track_0000214"].split == sdd["song_describer-214"].split == "test"
     assert {r.group for r in jam.values()} & {r.group for r in sdd.values()} == {"jamendo:214"}
 
 
-def test_zip_as_published(made):
+def test_zip_as_published(made, parsed):
     root, fx = made
     with zipfile.ZipFile(root / "audio" / "audio.zip") as zf:
         names = zf.namelist()
         assert names[0] == "audio/"
         assert "audio/79/1408979.2min.mp3" not in names
-        for r in parse(fx["options"]["metadata"])[0].values():
+        for r in parsed.records.values():
             if r.track_id in fx["expected"]["audio_fail"]:
                 continue
             audio, sr = sf.read(io.BytesIO(zf.read(r.audio.member)))
@@ -132,8 +117,7 @@ def test_options_and_defaults(made):
     meta = fx["options"]["metadata"]
     flat, _ = parse(meta, zip_member_prefix="")
     assert flat["song_describer-214"].audio.member == "14/214.2min.mp3"
-    src = SongDescriberSource()
-    recs = {r.track_id: r for r in src.parse(meta, src.options({"metadata": meta}), Rejections("list"))}
+    recs, _ = parse_source(SongDescriberSource, meta, metadata=meta)
     assert recs["song_describer-214"].audio.urls == ("https://zenodo.org/record/10072001/files/audio.zip",)
     pub = {f.name: f for f in SongDescriberSource.published}
     assert pub["song_describer.csv"].url == "https://zenodo.org/record/10072001/files/song_describer.csv"
@@ -151,8 +135,7 @@ def test_bad_values(made, tmp_path):
                         "107,415600,\"relaxing reggae, good for summer\",maybe")
     text = text.replace("00/1051200.mp3", "01/1051200.mp3")
     csv_path.write_text(text)
-    records, rejections = parse(str(meta))
-    got = {row["item"]: row["reason"] for row in rejections.rows}
+    records, got = parse(str(meta))
     # an unknown is_valid_subset is neither trusted as train nor as test
     assert got["song_describer.csv:10"] == "bad is_valid_subset 'maybe' (want True, False or empty)"
     assert records["song_describer-415600"].captions == ["Reggae groove with offbeat guitar skanks and a deep bass line"]

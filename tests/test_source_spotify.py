@@ -21,13 +21,13 @@ from musictext.ingest.sources.spotify import (
 )
 from musictext.rejects import Rejections
 
+from tests.datasets import build, check_expected, parse_source
 from tests.datasets import spotify as fx
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    root = tmp_path_factory.mktemp("spotify")
-    return root, fx.make_fixture(root)
+    return build(tmp_path_factory, fx.make_fixture)
 
 
 @pytest.fixture
@@ -37,10 +37,7 @@ def creds(monkeypatch):
 
 
 def parse(options: dict):
-    source = SpotifySource()
-    rejections = Rejections("list")
-    records = list(source.parse("", source.options(options), rejections))
-    return {r.track_id: r for r in records}, {row["item"]: row["reason"] for row in rejections.rows}
+    return parse_source(SpotifySource, "", **options)
 
 
 def test_fixture_files(made):
@@ -147,11 +144,7 @@ def test_library_mode_needs_no_api(made, monkeypatch):
     monkeypatch.delenv("SPOTIFY_CLIENT_ID", raising=False)
     options = info["options"] | {"api_url": "http://127.0.0.1:9/v1", "accounts_url": "http://127.0.0.1:9/token"}
     records, rejected = parse(options)
-    expected = info["expected"]
-    assert len(records) == expected["records"]
-    assert set(rejected) == set(expected["rejected"])
-    assert all(reason in rejected[item] for item, reason in expected["rejected"].items())
-    assert set(expected["audio_fail"]) <= set(records)
+    check_expected((records, rejected), info["expected"])  # records, rejections, audio_fail listed
     click = records[fx.file_track_id("Click Band/Clicks/01 Metronome 120.flac")]
     assert click.group == "isrc:USRC17607839" and click.meta["key"] == "C major"
     assert click.meta["features_source"] == "local" and "spotify_id" not in click.meta

@@ -14,7 +14,7 @@ is their own library. ``make_fixture(root)`` writes
 - ``root/library/``: the user's music (FLAC/MP3 with tags; one dangling "Artist - Title.mp3"
   symlink, matched by its name, whose fetch fails).
 
-``serve(root)`` runs a ``ThreadingHTTPServer`` on 127.0.0.1 in a thread and records each
+``serve(root)`` serves ``root`` on 127.0.0.1 (``tests.http_server.serve_handler``) and records each
 request's path and ``time.monotonic()`` (server side), for the robots and rate-limit tests.
 """
 
@@ -25,10 +25,10 @@ import functools
 import http.server
 import json
 import pathlib
-import threading
 import time
 
 from tests.datasets.folder import write_track
+from tests.http_server import serve_handler
 
 ALBUM = "https://www.allmusic.com/album/night-sessions-mw0000123456"
 ENGINE = "https://www.allmusic.com/song/engine-mt0001234567"
@@ -296,13 +296,5 @@ def serve(root: pathlib.Path, status: dict[str, int] | None = None):
     paths answered with that HTTP status instead of the file."""
     log: list = []
     handler = type("Handler", (_Handler,), {"log": log, "status": dict(status or {})})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(handler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", log
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_handler(functools.partial(handler, directory=str(root))) as (base, _):
+        yield base, log

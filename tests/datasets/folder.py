@@ -70,13 +70,23 @@ def _tag(path: pathlib.Path, tags: dict) -> None:
     audio.save()
 
 
+# Tagged tracks of both the captions.csv and the tags-only library: path -> (frequency, tags).
+TAGGED = {
+    "Miles Quartet - Blue Night.flac": (196.0, {"title": "Blue Night", "artist": "Miles Quartet",
+                                                "album": "Night Sessions", "genre": "Jazz",
+                                                "mood": ["Calm", "mellow"]}),
+    "rock/engine.mp3": (330.0, {"title": "Engine", "artist": "Thunder Road Band", "genre": "Rock"}),
+    "field/rain.wav": (262.0, {"title": "Rain Study", "genre": "Ambient", "mood": "peaceful"}),
+}
+
+
+def _write_tagged(lib: pathlib.Path, seconds: tuple[float, float, float]) -> None:
+    for (rel, (freq, tags)), secs in zip(TAGGED.items(), seconds, strict=True):
+        write_track(lib / rel, secs, freq, tags)
+
+
 def _library_files(lib: pathlib.Path) -> None:
-    write_track(lib / "Miles Quartet - Blue Night.flac", 7.0, 196.0,
-                {"title": "Blue Night", "artist": "Miles Quartet", "album": "Night Sessions",
-                 "genre": "Jazz", "mood": ["Calm", "mellow"]})
-    write_track(lib / "rock" / "engine.mp3", 6.0, 330.0,
-                {"title": "Engine", "artist": "Thunder Road Band", "genre": "Rock"})
-    write_track(lib / "field" / "rain.wav", 6.5, 262.0, {"title": "Rain Study", "genre": "Ambient", "mood": "peaceful"})
+    _write_tagged(lib, (7.0, 6.0, 6.5))
     write_track(lib / "sub dir" / "café.flac", 6.0, 294.0)
     write_track(lib / "notes" / "untagged.wav", 8.0, 147.0)
     write_track(lib / "conflict.flac", 6.0, 440.0)
@@ -216,22 +226,14 @@ def make_jsonl_fixture(root: pathlib.Path) -> dict:
 def make_tags_fixture(root: pathlib.Path) -> dict:
     """``root/library`` with no captions file: captions from the files' tags."""
     lib = root / "library"
-    write_track(lib / "Miles Quartet - Blue Night.flac", 6.0, 196.0,
-                {"title": "Blue Night", "artist": "Miles Quartet", "album": "Night Sessions",
-                 "genre": "Jazz", "mood": ["Calm", "mellow"]})
-    write_track(lib / "rock" / "engine.mp3", 6.0, 330.0,
-                {"title": "Engine", "artist": "Thunder Road Band", "genre": "Rock"})
-    write_track(lib / "field" / "rain.wav", 6.0, 262.0, {"title": "Rain Study", "genre": "Ambient", "mood": "peaceful"})
+    _write_tagged(lib, (6.0, 6.0, 6.0))
     write_track(lib / "Lo Fi Kid - Late Bus.mp3", 6.0, 175.0, {"genre": "Hip-Hop"})  # no title tag
     write_track(lib / "a001.flac", 6.0, 185.0, {"mood": "dark"})  # no title, no "Artist - Title" name
     write_track(lib / "Someone - Only Title.flac", 6.0, 208.0, {"title": "Only Title", "artist": "Someone"})
     write_track(lib / "notes" / "untagged.wav", 6.0, 147.0)
     (lib / "broken.mp3").write_bytes(b"\x00garbage, not an mp3" * 10)
-    ids = {k: track_id(p) for k, p in (("blue", "Miles Quartet - Blue Night.flac"), ("engine", "rock/engine.mp3"),
-                                        ("rain", "field/rain.wav"), ("bus", "Lo Fi Kid - Late Bus.mp3"),
-                                        ("a001", "a001.flac"))}
-    paths = ["Miles Quartet - Blue Night.flac", "rock/engine.mp3", "field/rain.wav", "Lo Fi Kid - Late Bus.mp3",
-             "a001.flac"]
+    paths = [*TAGGED, "Lo Fi Kid - Late Bus.mp3", "a001.flac"]
+    ids = {k: track_id(p) for k, p in zip(("blue", "engine", "rain", "bus", "a001"), paths, strict=True)}
     return {
         "options": {"dir": str(lib)},
         "expected": {

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import pathlib
 import tarfile
+
+from tests.datasets import listed_with_splits, sine_wav
 
 SR = 16000
 SECONDS = 10.0
@@ -77,17 +78,6 @@ def _pandas_line(row: dict) -> str:
     return json.dumps(row, separators=(",", ":"), ensure_ascii=False).replace("/", "\\/")
 
 
-def _wav(freq: float) -> bytes:
-    import numpy as np
-    import soundfile as sf
-
-    t = np.arange(int(SR * SECONDS)) / SR
-    audio = (0.2 * np.sin(2 * math.pi * freq * t)).astype("float32")
-    buf = io.BytesIO()
-    sf.write(buf, audio, SR, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
-
-
 def make_fixture(root: pathlib.Path) -> dict:
     from musictext.ingest.base import hashed_split
 
@@ -107,6 +97,11 @@ def make_fixture(root: pathlib.Path) -> dict:
     for name, rows in (("MusicBench_test_A.json", test_a), ("MusicBench_test_B.json", test_b)):
         (meta / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
+    # A clip and its augmentation share all but the location, main caption and tempo.
+    piano = {"alt": "This is an instrumental classical music performance with a gentle piano tune.",
+             "eval_clip": True, "meter": 2, "key": ["A", "minor"], "prompt_key": ""}
+    woodwind = {"alt": "The low quality recording features a traditional song with a woodwind melody.",
+                "eval_clip": False, "meter": 3, "key": ["F#", "minor"], "prompt_key": ""}
     train = [
         _row("data/0LE6Ll1rVlg.wav", GPT_TRAIN, CAP_TRAIN, eval_clip=False),
         _row("data_aug2/0LE6Ll1rVlg_1.wav", f"{GPT_TRAIN} The volume is lowered.", CAP_TRAIN, eval_clip=False,
@@ -114,21 +109,14 @@ def make_fixture(root: pathlib.Path) -> dict:
         # An augmentation of a test clip whose own flag is false: the test files make it test.
         _row("data_aug2/-FEPOSP7ay0_2.wav", f"{CAP_A} This song is pitched up by two semitones.", CAP_A,
              eval_clip=False, bpm=153.0, meter=2, key=["G#", "minor"], prompt_key="The key is G# minor."),
-        _row("data/2MpzHv5KNZU.wav", "A gentle piano tune with birds singing in the background.",
-             "This is an instrumental classical music performance with a gentle piano tune.", eval_clip=True,
-             bpm=57.0, meter=2, key=["A", "minor"], prompt_key=""),
-        _row("data_aug2/2MpzHv5KNZU_1.wav", "A slower gentle piano tune with birds singing.",
-             "This is an instrumental classical music performance with a gentle piano tune.", eval_clip=True,
-             bpm=51.3, meter=2, key=["A", "minor"], prompt_key=""),
+        _row("data/2MpzHv5KNZU.wav", "A gentle piano tune with birds singing in the background.", bpm=57.0, **piano),
+        _row("data_aug2/2MpzHv5KNZU_1.wav", "A slower gentle piano tune with birds singing.", bpm=51.3, **piano),
         _row("data/k8Pq2Lr_z_7.wav", "A lo-fi hip hop beat with a muted trumpet sample.",
              "Lo-fi hip hop with trumpet.", eval_clip=False, bpm=88.0, key=["B", "major"],
              prompt_key="The key is B major."),
-        _row("data/3w_LsKl-3Pk.wav", "A soulful woodwind melody over wooden percussion.",
-             "The low quality recording features a traditional song with a woodwind melody.", eval_clip=False,
-             bpm=92.0, meter=3, key=["F#", "minor"], prompt_key=""),
-        _row("data_aug2/3w_LsKl-3Pk_3.wav", "A faster soulful woodwind melody over wooden percussion.",
-             "The low quality recording features a traditional song with a woodwind melody.", eval_clip=False,
-             bpm=101.2, meter=3, key=["F#", "minor"], prompt_key=""),
+        _row("data/3w_LsKl-3Pk.wav", "A soulful woodwind melody over wooden percussion.", bpm=92.0, **woodwind),
+        _row("data_aug2/3w_LsKl-3Pk_3.wav", "A faster soulful woodwind melody over wooden percussion.", bpm=101.2,
+             **woodwind),
         _row("data_aug2/0XxinBtKouQ_1.wav", "", "", eval_clip=False, bpm=158.0),
     ]
     lines = [_pandas_line(r) for r in train]
@@ -146,7 +134,7 @@ def make_fixture(root: pathlib.Path) -> dict:
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
         for i, location in enumerate(in_tar):
-            data = _wav(220.0 + 55.0 * i)
+            data = sine_wav(220.0 + 55.0 * i, SECONDS, SR)
             info = tarfile.TarInfo(f"datashare/{location}")
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
@@ -157,17 +145,8 @@ def make_fixture(root: pathlib.Path) -> dict:
     splits = {f"musicbench-{t}": "test" for t in test_ids}
     fractions = {"train": 0.9, "valid": 0.1}
     splits.update({f"musicbench-{t}": hashed_split(f"yt:{y}", 0, fractions) for t, y in hashed.items()})
-    counts = {s: sum(1 for v in splits.values() if v == s) for s in ("train", "valid", "test")}
-    return {
-        "options": {"metadata": str(meta), "audio_base_url": "{base}/audio"},
-        "expected": {
-            "records": len(splits),
-            "rejected": {
-                "musicbench-0XxinBtKouQ_1": "no caption",
-                "MusicBench_train.json:10": "not valid JSON",
-            },
-            "splits": {s: n for s, n in counts.items() if n},
-            "track_splits": splits,  # per record
-            "audio_fail": {"musicbench-3w_LsKl-3Pk_3": "datashare/data_aug2/3w_LsKl-3Pk_3.wav"},
-        },
-    }
+    return listed_with_splits(
+        meta, splits,
+        rejected={"musicbench-0XxinBtKouQ_1": "no caption", "MusicBench_train.json:10": "not valid JSON"},
+        audio_fail={"musicbench-3w_LsKl-3Pk_3": "datashare/data_aug2/3w_LsKl-3Pk_3.wav"},
+    )

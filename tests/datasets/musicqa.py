@@ -17,11 +17,11 @@ and an eval clip missing from the zip (its download must fail).
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import pathlib
 import zipfile
+
+from tests.datasets import listed_with_splits, sine_wav
 
 SR = 16000
 SECONDS = 12.0
@@ -94,16 +94,6 @@ def _clip(name: str, captions: list, open_pairs: list[tuple[str, str]]) -> list[
     return [_qa(name, q, a) for q, a in zip(PROMPTS, captions)] + [_qa(name, q, a) for q, a in open_pairs]
 
 
-def _wav(freq: float) -> bytes:
-    import numpy as np
-    import soundfile as sf
-
-    t = np.arange(int(SR * SECONDS)) / SR
-    buf = io.BytesIO()
-    sf.write(buf, (0.2 * np.sin(2 * math.pi * freq * t)).astype("float32"), SR, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
-
-
 def make_fixture(root: pathlib.Path) -> dict:
     from musictext.ingest.base import hashed_split
 
@@ -130,7 +120,7 @@ def make_fixture(root: pathlib.Path) -> dict:
     with zipfile.ZipFile(audio / "audios.zip", "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(zipfile.ZipInfo("audios/"), b"")
         for i, name in enumerate(["000003.wav", "005012.wav", "012542.wav", "012544.wav"]):  # not 012543.wav
-            zf.writestr(f"audios/{name}", _wav(330.0 + 110.0 * i))
+            zf.writestr(f"audios/{name}", sine_wav(330.0 + 110.0 * i, SECONDS, SR))
 
     fractions = {"train": 0.9, "valid": 0.1}
     splits = {
@@ -139,17 +129,9 @@ def make_fixture(root: pathlib.Path) -> dict:
         "musicqa-005012": hashed_split("musicqa:005012", 0, fractions),
         "musicqa-000003": hashed_split("musicqa:000003", 0, fractions),
     }
-    counts = {s: sum(1 for v in splits.values() if v == s) for s in ("train", "valid", "test")}
-    return {
-        "options": {"metadata": str(meta), "audio_base_url": "{base}/audio"},
-        "expected": {
-            "records": len(splits),
-            "rejected": {
-                "musicqa-012544": "no caption",
-                "EvalMusicQA.json[27]": "lacks a human question or a gpt answer",
-            },
-            "splits": {s: n for s, n in counts.items() if n},
-            "track_splits": splits,  # per record
-            "audio_fail": {"musicqa-012543": "audios/012543.wav"},
-        },
-    }
+    return listed_with_splits(
+        meta, splits,
+        rejected={"musicqa-012544": "no caption",
+                  "EvalMusicQA.json[27]": "lacks a human question or a gpt answer"},
+        audio_fail={"musicqa-012543": "audios/012543.wav"},
+    )

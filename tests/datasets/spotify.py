@@ -17,16 +17,18 @@ request is recorded.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import soundfile as sf
+
+from tests.http_server import serve_handler
 
 SR = 22050
 SECONDS = 8.0
@@ -226,7 +228,8 @@ def api_options(root: Path, base: str, **extra) -> dict:
 
 
 class SpotifyMock:
-    """The Web API endpoints the source uses (and an LLM), served on 127.0.0.1 in a thread."""
+    """The Web API endpoints the source uses (and an LLM), served on 127.0.0.1 in a thread inside
+    ``with SpotifyMock() as mock`` (at ``mock.base``)."""
 
     def __init__(self, features_status: int = 200, llm_reply: str = "A bright description.",
                  llm_status: int = 200, llm_key: str | None = None):
@@ -237,18 +240,14 @@ class SpotifyMock:
         self.valid_tokens: set[str] = set()
         self.issued = 0
         self.requests: list[dict] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self._serving = contextlib.ExitStack()
 
     def __enter__(self) -> Self:
-        self.thread.start()
+        self.base, _ = self._serving.enter_context(serve_handler(self._handler()))
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serving.close()
 
     def revoke_tokens(self) -> None:
         self.valid_tokens.clear()

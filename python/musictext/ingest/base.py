@@ -16,10 +16,16 @@ functions that need them, so listing the registry stays cheap.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
+import math
+import os
 import posixpath
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -27,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from musictext import schema, storage
 from musictext.ingest.records import Record, describe_validation
-from musictext.rejects import Rejections
+from musictext.rejects import ItemError, Rejections
 
 # Keys every shard spec has. ``records`` is the shard's record file, relative to the listing's
 # records directory (the list step's output artifact).
@@ -54,6 +60,22 @@ class SourceOptions(BaseModel):
     timeout_s: float = Field(default=60.0, gt=0)
     # Seed of the hashed splits of sources that publish none (``hashed_split``).
     split_seed: int = Field(default=0, ge=0)
+
+    def audio_base(self, default: str) -> str:
+        """Where the audio URLs start: the ``audio_base_url`` mirror, else the dataset's own
+        ``default``; without a trailing "/" (the sources append "/<name>")."""
+        return (self.audio_base_url or default).rstrip("/")
+
+
+class ValidFractionOptions(SourceOptions):
+    """SourceOptions of a dataset that publishes a test set but no validation set."""
+
+    # Share of the non-test groups drawn (``train_or_valid``) into "valid"; the rest is "train".
+    valid_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+    def split_of(self, group: str, test: bool) -> str:
+        """"test" for an item of the published test set, else ``train_or_valid`` of its group."""
+        return "test" if test else train_or_valid(group, self.split_seed, self.valid_fraction)
 
 
 @dataclass(frozen=True)
@@ -96,7 +118,9 @@ class Source(ABC):
 
     def records(self, opts: SourceOptions, ctx: ListContext) -> Iterator[Record]:
         """Every record of the source; bad rows go to ``ctx.rejections`` with the reason."""
-        from musictext.ingest.fetch import metadata_dir  # HTTP code only when records are listed
+        from musictext.ingest.fetch import (
+            metadata_dir,  # HTTP code only when records are listed
+        )
 
         yield from self.parse(metadata_dir(self, opts), opts, ctx.rejections)
 
@@ -171,7 +195,118 @@ def hashed_split(key: str, seed: int, fractions: dict[str, float] | None = None)
     return schema.SPLITS[-1]
 
 
+def train_or_valid(group: str, seed: int, valid_fraction: float) -> str:
+    """The split ("train" or "valid") of a non-test item of a dataset that publishes no
+    validation set: ``hashed_split`` of its ``group``, ``valid_fraction`` of the groups to valid.
+
+    Sources sharing group keys (``yt:<ytid>``: MusicCaps, AudioSet, MusicBench) draw it this way
+    alike, so with the same ``split_seed`` and ``valid_fraction`` a recording in several of them
+    lands in the same split in each.
+    """
+    return hashed_split(group, seed, {"train": 1.0 - valid_fraction, "valid": valid_fraction})
+
+
 def seeded_choice(key: str, options: list[str] | tuple[str, ...]) -> str:
     """One of ``options`` chosen by a hash of ``key`` (stable phrasing per item)."""
     digest = hashlib.sha256(key.encode()).digest()
     return options[int.from_bytes(digest[:4], "big") % len(options)]
+
+
+def archive_member(folder: str, name: str) -> str:
+    """The member ``name`` inside the archive's top ``folder`` option ("" or "/": at the root)."""
+    folder = folder.strip("/")
+    return f"{folder}/{name}" if folder else name
+
+
+def seconds_field(value: str | None, column: str, item: str) -> float:
+    """A time in seconds (finite, >= 0) from a text field; ItemError naming ``item`` and the
+    column otherwise (a missing field reads as empty)."""
+    try:
+        seconds = float((value or "").strip())
+    except ValueError:
+        raise ItemError(item, f"{column} {value!r} is not a number") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ItemError(item, f"{column} {value!r} is not a time in seconds")
+    return seconds
+
+
+def json_lines(text: str, name: str, rejections: Rejections) -> Iterator[tuple[str, dict]]:
+    """(``name:line``, object) of every non-blank line of a JSON-lines text; a line that is not
+    a JSON object is rejected under ``name:line`` and the others are still read."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        item = f"{name}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            rejections.add(item, f"not valid JSON ({err.msg})")
+            continue
+        if not isinstance(row, dict):
+            rejections.add(item, "not a JSON object")
+            continue
+        yield item, row
+
+
+def csv_rows(reader, name: str, rejections: Rejections) -> Iterator[tuple[int, Any]]:
+    """(first physical line, row) of every record of a csv reader (a quoted line break makes a
+    record span lines). A record the csv module cannot read is rejected under ``name:line`` and
+    ends the file: where the next record starts is no longer known."""
+    while True:
+        first = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            rejections.add(f"{name}:{first}", f"unreadable CSV ({err}); the rest of the file is skipped")
+            return
+        yield first, row
+
+
+def published_text(data: bytes, name: str, rejections: Rejections | None) -> str:
+    """A published text file's text (UTF-8, a BOM dropped). A line whose bytes are not UTF-8 is
+    rejected under ``name:line`` with the byte offset and left blank (so later line numbers
+    still match the file); every other line is kept. Without ``rejections``, bad bytes raise."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        if rejections is None:
+            raise
+    lines, offset = [], 0
+    for number, line in enumerate(data.splitlines(keepends=True), 1):
+        try:
+            lines.append(line.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            rejections.add(f"{name}:{number}", f"not valid UTF-8 (byte offset {offset + err.start})")
+            lines.append(line[len(line.rstrip(b"\r\n")):].decode("ascii"))  # the line ending only
+        offset += len(line)
+    return "".join(lines).removeprefix("\ufeff")
+
+
+@contextmanager
+def rejecting(rejections: Rejections) -> Iterator[None]:
+    """Run the block; an ItemError raised in it rejects that item into ``rejections`` instead of
+    ending the parse (one bad row never sinks a source). Wraps a ``yield`` of a record."""
+    try:
+        yield
+    except ItemError as err:
+        rejections.add(err.item, err.reason)
+
+
+@contextmanager
+def local_copy(uri: str) -> Iterator[str]:
+    """A local filesystem path for ``uri``, for readers that need one (zipfile, sqlite3, audio
+    decoders): the file itself when local, else a temporary copy with its extension (decoders
+    pick the format by it), removed on exit."""
+    if storage.is_local(uri):
+        yield storage.local_path(uri)
+        return
+    fd, tmp = tempfile.mkstemp(suffix=posixpath.splitext(uri)[1])
+    os.close(fd)
+    try:
+        fs, path = storage.fs_for(uri)
+        fs.get(path, tmp)
+        yield tmp
+    finally:
+        os.unlink(tmp)

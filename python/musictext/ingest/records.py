@@ -22,6 +22,13 @@ from musictext.rejects import ItemError
 
 # Ids become file names under a shard dir: nothing that could leave it ("/", "..", a drive).
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def safe_id(text: str) -> str:
+    """``text`` (a file stem, a path, a dataset's own id) with every character an id may not
+    hold (``SAFE_ID``) replaced by "_", for building a source's track ids."""
+    return _UNSAFE.sub("_", text)
 
 
 class _Audio(BaseModel):

@@ -45,10 +45,17 @@ from urllib.robotparser import RobotFileParser
 from pydantic import model_validator
 
 from musictext import storage
-from musictext.ingest.base import ListContext, Source, SourceOptions, hashed_split
+from musictext.ingest.base import (
+    ListContext,
+    Source,
+    SourceOptions,
+    csv_rows,
+    hashed_split,
+    rejecting,
+)
 from musictext.ingest.describe import Facets, describe
 from musictext.ingest.library import LibraryIndex, LibraryTrack, normalize
-from musictext.ingest.records import PathAudio, Record, make_record
+from musictext.ingest.records import PathAudio, Record, make_record, safe_id
 from musictext.rejects import ItemError, Rejections
 
 log = logging.getLogger(__name__)
@@ -146,10 +153,8 @@ class AllMusicSource(Source):
         else:
             reviews = _from_export(_user_file(meta_dir, opts.export), rejections)
         for item, kind, amid, url, review in reviews:
-            try:
+            with rejecting(rejections):
                 yield from _records(item, kind, amid, url, review, index, opts)
-            except ItemError as err:
-                rejections.add(err.item, err.reason)
 
 
 def _user_file(meta_dir: str, path: str) -> str:
@@ -200,7 +205,7 @@ def _records(item: str, kind: str, amid: str, url: str, review: Review, index: L
 
 
 def _album_track_id(amid: str, path: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._+-]", "_", posixpath.splitext(posixpath.basename(path))[0])[:60]
+    stem = safe_id(posixpath.splitext(posixpath.basename(path))[0])[:60]
     return f"allmusic-{amid}-{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
 
 
@@ -549,15 +554,7 @@ def _export_rows(uri: str, rejections: Rejections) -> Iterator[tuple[str, dict]]
         lines = io.StringIO(text, newline="")
         reader = csv.DictReader(lines)
         reader.fieldnames = [(f or "").strip().lower() for f in reader.fieldnames or []]
-        while True:
-            first = reader.line_num + 1  # a row's first physical line (quoted line breaks)
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as err:
-                rejections.add(f"{name}:{first}", f"unreadable CSV ({err}); the rest of the file is skipped")
-                break
+        for first, row in csv_rows(reader, name, rejections):
             yield f"{name}:{first}", row
 
 

@@ -43,7 +43,7 @@ it has no usable caption.
 Records: ``audioset-<ytid>``, ``YouTubeAudio(ytid)`` over the segment, group ``yt:<ytid>`` (the
 same recording as the MusicCaps clip with that id). Splits: ``eval_segments.csv`` -> test; the
 train CSVs -> train, except a ``valid_fraction`` drawn by ``hashed_split`` on the group with
-``split_seed`` (``youtube_options.train_or_valid``, as MusicCaps does, so a video in both sources
+``split_seed`` (``youtube_options.segment_record``, as MusicCaps does, so a video in both sources
 gets one split).
 
 Rejected rows: a wrong number of fields, a bad ytid, a non-numeric span or ``end <= start``, no
@@ -57,19 +57,27 @@ import csv
 import io
 import json
 import logging
-import math
+import posixpath
 import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from pydantic import Field
-
 from musictext import storage
-from musictext.ingest.base import PublishedFile, Source, find_published
+from musictext.ingest.base import (
+    PublishedFile,
+    Source,
+    find_published,
+    published_text,
+    seconds_field,
+)
 from musictext.ingest.describe import Facets, describe
-from musictext.ingest.records import Record, YouTubeAudio, make_record
-from musictext.ingest.sources.youtube_options import YTID, YouTubeOptions, train_or_valid
+from musictext.ingest.records import Record
+from musictext.ingest.sources.youtube_options import (
+    YouTubeOptions,
+    segment_record,
+    video_id,
+)
 from musictext.rejects import ItemError, Rejections
 
 log = logging.getLogger(__name__)
@@ -82,7 +90,6 @@ UNBALANCED = "unbalanced_train_segments.csv"
 CLASS_LABELS = "class_labels_indices.csv"
 ONTOLOGY = "ontology.json"
 LICENCE = "CC-BY-4.0 (labels); audio: YouTube"
-CLIP_SECONDS = 10.0
 
 MUSIC = "/m/04rlf"
 MUSICAL_INSTRUMENT = "/m/04szw"
@@ -95,8 +102,6 @@ IGNORED_RESTRICTIONS = {"abstract", "blacklist"}
 class AudioSetOptions(YouTubeOptions):
     # Also read unbalanced_train_segments.csv (2,041,789 segments; about 100 MB of CSV).
     include_unbalanced: bool = False
-    # Share of the train segments drawn (by group) into "valid".
-    valid_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
 
 
 @dataclass
@@ -184,9 +189,9 @@ def load_class_labels(data: bytes, where: str = CLASS_LABELS) -> dict[str, str]:
     return names
 
 
-def read_segments(uri: str) -> Iterator[tuple[int, list[str]]]:
+def read_segments(uri: str, rejections: Rejections | None = None) -> Iterator[tuple[int, list[str]]]:
     """(line, fields) of every non-comment row of a segment CSV."""
-    text = storage.read_bytes(uri).decode("utf-8-sig")
+    text = published_text(storage.read_bytes(uri), posixpath.basename(uri), rejections)
     reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
     for fields in reader:
         if not fields or (len(fields) == 1 and not fields[0].strip()):
@@ -221,16 +226,6 @@ def caption_word(name: str, facet: str) -> str:
     return " ".join(words)
 
 
-def _seconds(value: str, column: str, item: str) -> float:
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        raise ItemError(item, f"{column} {value!r} is not a number") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ItemError(item, f"{column} {value!r} is not a time in seconds")
-    return seconds
-
-
 @dataclass
 class _Counts:
     kept: Counter = field(default_factory=Counter)
@@ -263,7 +258,7 @@ class AudioSetSource(Source):
         counts = _Counts()
         for file_name, is_eval in files:
             uri = find_published(meta_dir, file_name)
-            for line, fields in read_segments(uri):
+            for line, fields in read_segments(uri, rejections):
                 try:
                     record = self._record(fields, f"{file_name}:{line}", is_eval, onto, display, seen,
                                           counts, opts)
@@ -289,15 +284,13 @@ class AudioSetSource(Source):
         if len(fields) != 4:
             raise ItemError(where, f"row has {len(fields)} fields, expected 4 "
                                    "(YTID, start_seconds, end_seconds, positive_labels)")
-        ytid = fields[0].strip()
-        if not YTID.fullmatch(ytid):
-            raise ItemError(where, f"ytid {ytid!r} is not a YouTube id")
+        ytid = video_id(fields[0], where)
         item = f"{self.name}-{ytid}"
         if ytid in seen:
             raise ItemError(item, f"duplicate ytid at {where} (first at {seen[ytid]})")
         seen[ytid] = where
-        start = _seconds(fields[1], "start_seconds", item)
-        end = _seconds(fields[2], "end_seconds", item)
+        start = seconds_field(fields[1], "start_seconds", item)
+        end = seconds_field(fields[2], "end_seconds", item)
         if end <= start:
             raise ItemError(item, f"end_seconds {fields[2].strip()} is not after start_seconds {fields[1].strip()}")
         mids = list(dict.fromkeys(m.strip() for m in fields[3].split(",") if m.strip()))
@@ -323,21 +316,11 @@ class AudioSetSource(Source):
         if not captions:
             raise ItemError(item, "no label describes the music beyond the generic 'Music' "
                                   f"(labels: {', '.join(name(m) for m in usable)})")
-        group = f"yt:{ytid}"
-        split = "test" if is_eval else train_or_valid(group, opts.split_seed, opts.valid_fraction)
-        return make_record(
-            item,
-            track_id=item,
+        return segment_record(
+            item, ytid, (start, end), is_eval, opts,
             source=self.name,
-            split=split,
             captions=captions,
             tags=[name(m) for m in usable],
             licence=LICENCE,
-            audio=YouTubeAudio(ytid=ytid),
-            start_s=start,
-            end_s=end,
-            group=group,
-            clip_seconds=CLIP_SECONDS,
-            max_clips=1,
             meta={"labels": mids, "segments_file": where.split(":")[0]},
         )

@@ -37,7 +37,13 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from musictext import storage
-from musictext.ingest.base import PublishedFile, Source, SourceOptions, find_published
+from musictext.ingest.base import (
+    PublishedFile,
+    Source,
+    SourceOptions,
+    find_published,
+    rejecting,
+)
 from musictext.ingest.describe import Facets, describe
 from musictext.ingest.records import ArchiveAudio, Record, make_record
 from musictext.rejects import ItemError, Rejections
@@ -98,7 +104,7 @@ class FmaSource(Source):
         missing = [".".join(c) for c in REQUIRED_COLUMNS if c not in index]
         if missing:
             raise ValueError(f"tracks.csv: no column(s) {missing} in its two header rows")
-        base = (opts.audio_base_url or BASE_URL).rstrip("/")
+        base = opts.audio_base(BASE_URL)
         ctx = _Context(
             opts=opts,
             index=index,
@@ -113,13 +119,10 @@ class FmaSource(Source):
             where = f"tracks.csv:{reader.line_num}"  # the record's last physical line
             if not any(cell.strip() for cell in row) or _is_index_name_row(row):
                 continue
-            try:
+            with rejecting(rejections):
                 record = self._record(row, ctx, where)
-            except ItemError as err:
-                rejections.add(err.item, err.reason)
-                continue
-            if record is not None:
-                yield record
+                if record is not None:  # None: in a larger subset than the one chosen
+                    yield record
 
     def _record(self, row: list[str], ctx: _Context, where: str) -> Record | None:
         opts, index, genres = ctx.opts, ctx.index, ctx.genres

@@ -41,7 +41,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from musictext import storage
-from musictext.ingest.base import ListContext, Source, SourceOptions, hashed_split
+from musictext.ingest.base import (
+    ListContext,
+    Source,
+    SourceOptions,
+    csv_rows,
+    hashed_split,
+    rejecting,
+)
 from musictext.ingest.describe import Facets, describe, join_words
 from musictext.ingest.library import (
     LibraryTrack,
@@ -49,8 +56,8 @@ from musictext.ingest.library import (
     read_tags,
     title_from_filename,
 )
-from musictext.ingest.records import PathAudio, Record, make_record
-from musictext.rejects import ItemError, Rejections
+from musictext.ingest.records import PathAudio, Record, make_record, safe_id
+from musictext.rejects import Rejections
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +121,14 @@ class FolderSource(Source):
             track = read_tags(root, rel)
             split = next(iter(entry.splits), None) or hashed_split(rel, opts.split_seed)
             tags = entry.tags or (track.genres + track.moods)
-            try:
+            with rejecting(rejections):
                 yield _record(root, rel, entry.captions, tags, split, track, opts)
-            except ItemError as err:
-                rejections.add(err.item, err.reason)
 
 
 def track_id(rel: str) -> str:
     """``folder-<sanitised relative path>-<8 hex of its sha1>`` (two paths that sanitise alike,
     "a b.wav" and "a_b.wav", stay apart)."""
-    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", rel)[:150]
-    return f"folder-{safe}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
+    return f"folder-{safe_id(rel)[:150]}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
 
 
 def _record(root: str, rel: str, captions: list[str], tags: list[str], split: str, track: LibraryTrack,
@@ -252,19 +256,13 @@ def _read_csv(root: str, uri: str, audio: set[str], rejections: Rejections) -> d
     if missing:
         rejections.add(CAPTIONS_CSV, f"file rejected: header {header} lacks column(s) {missing}")
         return entries
-    while True:
-        start, first_line = lines.pos, lines.line + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            rejections.add(f"{CAPTIONS_CSV}:{first_line}", f"unreadable CSV ({err}); the rest of the file is skipped")
-            break
+    end = lines.pos
+    for first_line, row in csv_rows(reader, CAPTIONS_CSV, rejections):
+        start, end = end, lines.pos  # text[start:end] is this row: csv_rows reads one row a step
         item = f"{CAPTIONS_CSV}:{first_line}"
         if not any(cell.strip() for cell in row):
             continue
-        bad = _bad_utf8(text, start, lines.pos, offset)
+        bad = _bad_utf8(text, start, end, offset)
         if bad is not None:
             rejections.add(item, f"row is not valid UTF-8 (byte offset {bad})")
             continue
@@ -358,7 +356,5 @@ def _from_tags(root: str, audio: list[str], opts: FolderOptions, rejections: Rej
         if titled:
             captions.append(named_sentence(track.title, track.artist, facets))
         split = hashed_split(rel, opts.split_seed)
-        try:
+        with rejecting(rejections):
             yield _record(root, rel, captions, track.genres + track.moods, split, track, opts)
-        except ItemError as err:
-            rejections.add(err.item, err.reason)

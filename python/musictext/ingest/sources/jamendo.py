@@ -52,6 +52,8 @@ from musictext.ingest.base import (
     find_all,
     find_published,
     hashed_split,
+    published_text,
+    rejecting,
 )
 from musictext.ingest.describe import Facets, describe
 from musictext.ingest.records import ArchiveAudio, Record, make_record
@@ -213,10 +215,10 @@ def read_main_tsv(meta_dir: str) -> tuple[str, bytes]:
     return path, data
 
 
-def tsv_rows(data: bytes, name: str) -> Iterator[tuple[int, list[str]]]:
+def tsv_rows(data: bytes, name: str, rejections: Rejections | None = None) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of every row after the header; ValueError for a foreign header.
     The csv module (not line splitting) reads the CRLF line endings the dataset's writer used."""
-    reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""), delimiter="\t")
+    reader = csv.reader(io.StringIO(published_text(data, name, rejections), newline=""), delimiter="\t")
     header = next(reader, None)
     if header is None or [h.strip() for h in header[:5]] != list(HEADER[:5]):
         raise ValueError(f"{name}: header {header!r} is not {'/'.join(HEADER)}")
@@ -269,7 +271,7 @@ def parse_track(row: list[str], item: str) -> Track:
 def read_tracks(data: bytes, name: str, rejections: Rejections | None = None) -> dict[int, Track]:
     """Tracks of a published TSV by numeric id; bad rows go to ``rejections`` (or are skipped)."""
     tracks: dict[int, Track] = {}
-    for line, row in tsv_rows(data, name):
+    for line, row in tsv_rows(data, name, rejections):
         item = f"{name}:{line}"
         try:
             track = parse_track(row, item)
@@ -415,6 +417,16 @@ def read_audio_licences(meta_dir: str) -> dict[int, AudioLicence]:
     return parse_audio_licences(storage.read_bytes(path).decode("utf-8-sig", errors="replace"))
 
 
+def licence_meta(lic: AudioLicence | None) -> dict:
+    """The record meta of a track's audio licence: its URL and attribution, when listed."""
+    if lic is None:
+        return {}
+    meta = {"licence_url": lic.url}
+    if lic.attribution:
+        meta["attribution"] = lic.attribution
+    return meta
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -459,7 +471,7 @@ class JamendoSource(Source):
         tars_list, tracks_list = sha256_lists(audio_type)
         tar_sha, member_sha = read_sha256_list(meta_dir, tars_list), read_sha256_list(meta_dir, tracks_list)
         licences = read_audio_licences(meta_dir)
-        base = (opts.audio_base_url or AUDIO_BASE_URL).rstrip("/")
+        base = opts.audio_base(AUDIO_BASE_URL)
 
         for num, track in tracks.items():
             rid = record_id(num)
@@ -476,13 +488,9 @@ class JamendoSource(Source):
             tar = tar_pattern.format(nn=nn)
             member = f"{nn}/{num}{suffix}"
             lic = licences.get(num)
-            meta: dict = {"artist_id": track.artist_id, "album_id": track.album_id, "duration_s": track.duration_s,
-                          "path": track.path, "in_split_files": num in splits}
-            if lic:
-                meta["licence_url"] = lic.url
-                if lic.attribution:
-                    meta["attribution"] = lic.attribution
-            try:
+            meta = {"artist_id": track.artist_id, "album_id": track.album_id, "duration_s": track.duration_s,
+                    "path": track.path, "in_split_files": num in splits, **licence_meta(lic)}
+            with rejecting(rejections):
                 yield make_record(
                     rid,
                     track_id=rid,
@@ -503,5 +511,3 @@ class JamendoSource(Source):
                     max_clips=3,
                     meta=meta,
                 )
-            except ItemError as err:
-                rejections.add(err.item, err.reason)

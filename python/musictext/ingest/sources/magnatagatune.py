@@ -35,7 +35,13 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 from musictext import storage
-from musictext.ingest.base import PublishedFile, Source, SourceOptions, find_published
+from musictext.ingest.base import (
+    PublishedFile,
+    Source,
+    SourceOptions,
+    find_published,
+    rejecting,
+)
 from musictext.ingest.describe import Facets, describe
 from musictext.ingest.records import ArchiveAudio, Record, make_record
 from musictext.rejects import ItemError, Rejections
@@ -138,7 +144,7 @@ class MagnaTagATuneSource(Source):
         annotations = find_published(meta_dir, ANNOTATIONS)
         info_path = find_published(meta_dir, CLIP_INFO, required=False)
         clip_info = read_clip_info(_text(info_path)) if info_path else {}
-        base = (opts.audio_base_url or BASE_URL).rstrip("/")
+        base = opts.audio_base(BASE_URL)
         urls = tuple(f"{base}/{part}" for part in AUDIO_PARTS)
 
         reader = csv.reader(io.StringIO(_text(annotations), newline=""), delimiter="\t")
@@ -151,11 +157,8 @@ class MagnaTagATuneSource(Source):
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue
-            where = f"{ANNOTATIONS}:{reader.line_num}"
-            try:
-                yield self._record(row, tags, clip_info, urls, seen, where)
-            except ItemError as err:
-                rejections.add(err.item, err.reason)
+            with rejecting(rejections):
+                yield self._record(row, tags, clip_info, urls, seen, f"{ANNOTATIONS}:{reader.line_num}")
 
     def _record(self, row: list[str], tags: list[str], clip_info: dict[str, dict[str, str]],
                 urls: tuple[str, ...], seen: set[str], where: str) -> Record:

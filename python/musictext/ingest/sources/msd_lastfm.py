@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import posixpath
 import re
 import sqlite3
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,10 +46,13 @@ from musictext.ingest.base import (
     SourceOptions,
     find_published,
     hashed_split,
+    local_copy,
+    published_text,
+    rejecting,
 )
 from musictext.ingest.describe import Facets, describe
 from musictext.ingest.library import LibraryIndex, normalize
-from musictext.ingest.records import PathAudio, Record, make_record
+from musictext.ingest.records import PathAudio, Record, make_record, safe_id
 from musictext.rejects import ItemError, Rejections
 
 log = logging.getLogger(__name__)
@@ -260,10 +261,8 @@ def iter_json_tracks(meta_dir: str, rejections: Rejections) -> Iterator[LastfmTr
         for root in ROOTS:
             if root in files:
                 for uri, item in files[root]:
-                    try:
+                    with rejecting(rejections):
                         yield parse_track_json(storage.read_bytes(uri), item, root)
-                    except ItemError as err:
-                        rejections.add(err.item, err.reason)
             elif root in zips:
                 yield from _zip_tracks(zips[root], root, rejections)
 
@@ -271,41 +270,17 @@ def iter_json_tracks(meta_dir: str, rejections: Rejections) -> Iterator[LastfmTr
 
 
 def _zip_tracks(uri: str, root: str, rejections: Rejections) -> Iterator[LastfmTrack]:
-    with _local_copy(uri) as path, zipfile.ZipFile(path) as zf:
+    with local_copy(uri) as path, zipfile.ZipFile(path) as zf:  # zipfile needs a local file
         for member in sorted(zf.namelist()):
             if TRACK_FILE.fullmatch(posixpath.basename(member)):
-                item = f"{root}.zip:{member}"
-                try:
-                    yield parse_track_json(zf.read(member), item, root)
-                except ItemError as err:
-                    rejections.add(err.item, err.reason)
-
-
-class _local_copy:
-    """A local filesystem path for ``uri`` (zipfile and sqlite3 need one); temporary if remote."""
-
-    def __init__(self, uri: str):
-        self.uri = uri
-        self.tmp: str | None = None
-
-    def __enter__(self) -> str:
-        if storage.is_local(self.uri):
-            return storage.local_path(self.uri)
-        fd, self.tmp = tempfile.mkstemp(suffix="-" + posixpath.basename(self.uri))
-        os.close(fd)
-        fs, path = storage.fs_for(self.uri)
-        fs.get(path, self.tmp)
-        return self.tmp
-
-    def __exit__(self, *exc) -> None:
-        if self.tmp:
-            os.unlink(self.tmp)
+                with rejecting(rejections):
+                    yield parse_track_json(zf.read(member), f"{root}.zip:{member}", root)
 
 
 def read_unique_tracks(uri: str, wanted: set[str], rejections: Rejections) -> dict[str, tuple[str, str]]:
     """track id -> (artist, title) from MSD's unique_tracks.txt, for the ``wanted`` ids."""
     out: dict[str, tuple[str, str]] = {}
-    text = storage.read_bytes(uri).decode("utf-8", errors="replace")
+    text = published_text(storage.read_bytes(uri), posixpath.basename(uri), rejections)
     for line_no, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -329,7 +304,7 @@ ORDER BY tids.ROWID, tid_tag.val DESC
 
 
 def iter_db_tracks(db_uri: str, unique_uri: str, rejections: Rejections) -> Iterator[LastfmTrack]:
-    with _local_copy(db_uri) as path:
+    with local_copy(db_uri) as path:  # sqlite3 opens only local files
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             ids = {row[0] for row in conn.execute("SELECT tid FROM tids")}
@@ -392,12 +367,8 @@ class MsdLastfmSource(Source):
             if track is None or track.track_id in seen:  # lastfm_subset repeats train/test tracks
                 continue
             seen.add(track.track_id)
-            try:
-                record = self.make(track, opts, library, counts)
-            except ItemError as err:
-                rejections.add(err.item, err.reason)
-                continue
-            yield record
+            with rejecting(rejections):
+                yield self.make(track, opts, library, counts)
         unmatched = counts["tagged"] - counts["matched"]
         log.info("msd_lastfm: %d of %d tagged tracks found in the library %s (%d unmatched)",
                  counts["matched"], counts["tagged"], opts.library, unmatched)
@@ -430,7 +401,7 @@ class MsdLastfmSource(Source):
             meta["duration_s"] = found.duration_s
         return make_record(
             tid,
-            track_id=f"{self.name}-{re.sub(r'[^A-Za-z0-9._+-]', '_', tid)}",
+            track_id=f"{self.name}-{safe_id(tid)}",
             source=self.name,
             split=split,
             captions=captions,

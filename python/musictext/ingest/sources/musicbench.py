@@ -25,24 +25,26 @@ group key MusicCaps and AudioSet use, so every copy of a video lands in one spli
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-from pydantic import Field
 
 from musictext import storage
 from musictext.ingest.base import (
     PublishedFile,
     Source,
     SourceOptions,
+    ValidFractionOptions,
+    archive_member,
     find_published,
+    json_lines,
+    published_text,
+    rejecting,
 )
-from musictext.ingest.records import ArchiveAudio, Record, make_record
-from musictext.ingest.sources.youtube_options import train_or_valid
-from musictext.rejects import ItemError, Rejections
+from musictext.ingest.records import ArchiveAudio, Record, make_record, safe_id
+from musictext.ingest.sources.youtube_options import group_key
+from musictext.rejects import Rejections
 
 HUB = "https://huggingface.co/datasets/amaai-lab/MusicBench/resolve/main"
 TRAIN = "MusicBench_train.json"
@@ -54,14 +56,11 @@ LICENCE = "CC-BY-SA-3.0"
 # A YouTube id is 11 characters of [A-Za-z0-9_-]; an augmented copy appends "_<n>". Splitting on
 # the fixed length (not on the last "_") keeps ids that themselves end in "_<digit>" whole.
 _YTID_STEM = re.compile(r"([A-Za-z0-9_-]{11})(?:_(\d+))?")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
 
-class MusicBenchOptions(SourceOptions):
+class MusicBenchOptions(ValidFractionOptions):
     # Folder the tarball's members live under; ``location`` is relative to it.
     archive_root: str = "datashare"
-    # Share of the non-test groups that go to valid (MusicBench publishes no validation set).
-    valid_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
 
 
 @dataclass
@@ -118,13 +117,6 @@ def _number(value) -> float | None:
     return float(value)
 
 
-def _lines(uri: str) -> Iterator[tuple[int, str]]:
-    text = storage.read_bytes(uri).decode("utf-8-sig")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield number, line
-
-
 class MusicBenchSource(Source):
     name = "musicbench"
     description = "MusicBench: MusicCaps clips + augmentations, captions with chords/beats/tempo/key"
@@ -158,22 +150,17 @@ class MusicBenchSource(Source):
                 if is_test or _flag(row.get("is_audioset_eval_mcaps")):
                     test_ytids.add(clip.ytid)
 
-        base = (opts.audio_base_url or HUB).rstrip("/")
-        tar_url = f"{base}/{TARBALL}"
+        tar_url = f"{opts.audio_base(HUB)}/{TARBALL}"
         used: dict[str, str] = {}
         for clip in clips.values():
             track_id = self._track_id(clip, used)
             if not clip.captions:
                 rejections.add(track_id, f"no caption: main_caption and alt_caption are empty ({clip.location})")
                 continue
-            group = f"yt:{clip.ytid}"
-            if clip.test_file or clip.ytid in test_ytids:
-                split = "test"
-            else:
-                # Drawn as MusicCaps and AudioSet draw it: a video lands in one split in all three.
-                split = train_or_valid(group, opts.split_seed, opts.valid_fraction)
-            root = opts.archive_root.strip("/")
-            member = f"{root}/{clip.location}" if root else clip.location
+            group = group_key(clip.ytid)
+            # Drawn as MusicCaps and AudioSet draw it: a video lands in one split in all three.
+            split = opts.split_of(group, clip.test_file or clip.ytid in test_ytids)
+            member = archive_member(opts.archive_root, clip.location)
             meta = {"ytid": clip.ytid, "location": clip.location, "augmented": clip.aug is not None}
             bpm = _number(clip.row.get("bpm"))
             if bpm is not None:
@@ -181,7 +168,7 @@ class MusicBenchSource(Source):
             key = _key_name(clip.row.get("key"))
             if key:
                 meta["key"] = key
-            try:
+            with rejecting(rejections):
                 yield make_record(
                     track_id,
                     track_id=track_id,
@@ -195,20 +182,9 @@ class MusicBenchSource(Source):
                     max_clips=1,
                     meta=meta,
                 )
-            except ItemError as err:
-                rejections.add(err.item, err.reason)
 
     def _rows(self, uri: str, file_name: str, rejections: Rejections) -> Iterator[tuple[str, dict]]:
-        for number, line in _lines(uri):
-            item = f"{file_name}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                rejections.add(item, f"not valid JSON ({err.msg})")
-                continue
-            if not isinstance(row, dict):
-                rejections.add(item, "row is not a JSON object")
-                continue
+        for item, row in json_lines(published_text(storage.read_bytes(uri), file_name, rejections), file_name, rejections):
             location = _text(row.get("location"))
             while location.startswith("./"):
                 location = location[2:]
@@ -222,9 +198,9 @@ class MusicBenchSource(Source):
         """``musicbench-<file stem>``; should two folders hold the same stem, the later one is
         prefixed with its folder, so ids stay unique and stable for the published files."""
         stem = posixpath.splitext(posixpath.basename(clip.location))[0]
-        track_id = f"{self.name}-{_UNSAFE.sub('_', stem)}"
+        track_id = f"{self.name}-{safe_id(stem)}"
         if track_id in used and used[track_id] != clip.location:
             folder = posixpath.dirname(clip.location).replace("/", ".")
-            track_id = f"{self.name}-{_UNSAFE.sub('_', folder + '.' + stem)}"
+            track_id = f"{self.name}-{safe_id(folder + '.' + stem)}"
         used[track_id] = clip.location
         return track_id

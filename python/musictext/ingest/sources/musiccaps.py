@@ -24,7 +24,7 @@ every eval row in its eval CSV).
 
 Splits: ``is_audioset_eval=True`` rows are the standard MusicCaps test set (``test``). The
 others are ``train`` except a deterministic ``valid_fraction`` of them (default 10 %), drawn by
-``hashed_split`` on the group with ``split_seed`` (``youtube_options.train_or_valid``, shared
+``hashed_split`` on the group with ``split_seed`` (``youtube_options.segment_record``, shared
 with AudioSet, so a video in both sources gets the same split when both run with the same
 seed and fraction).
 
@@ -39,18 +39,25 @@ import ast
 import csv
 import io
 import logging
-import math
 import re
 from collections import Counter
 from collections.abc import Iterator
 
-from pydantic import Field
-
 from musictext import storage
-from musictext.ingest.base import PublishedFile, Source, find_published
+from musictext.ingest.base import (
+    PublishedFile,
+    Source,
+    find_published,
+    published_text,
+    seconds_field,
+)
 from musictext.ingest.describe import Facets, describe
-from musictext.ingest.records import Record, YouTubeAudio, make_record
-from musictext.ingest.sources.youtube_options import YTID, YouTubeOptions, train_or_valid
+from musictext.ingest.records import Record
+from musictext.ingest.sources.youtube_options import (
+    YouTubeOptions,
+    segment_record,
+    video_id,
+)
 from musictext.rejects import ItemError, Rejections
 
 log = logging.getLogger(__name__)
@@ -60,7 +67,6 @@ CSV_URL = "https://huggingface.co/datasets/google/MusicCaps/resolve/main/musicca
 COLUMNS = ("ytid", "start_s", "end_s", "audioset_positive_labels", "aspect_list", "caption",
            "author_id", "is_balanced_subset", "is_audioset_eval")
 LICENCE = "CC-BY-SA-4.0 (captions); audio: YouTube"
-CLIP_SECONDS = 10.0
 
 # Aspect phrases ("mellow piano melody", "medium tempo", "sad") sorted into describe() facets
 # by the words they contain: tempo, then instrument, genre, mood; the rest (and negations such
@@ -103,8 +109,6 @@ _WORD = re.compile(r"[a-z0-9&'-]+")
 class MusicCapsOptions(YouTubeOptions):
     # Add one describe() sentence built from the aspect list as a second caption.
     aspect_caption: bool = True
-    # Share of the non-eval rows drawn (by group) into "valid"; the rest is "train".
-    valid_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
 
 
 def aspect_facets(aspects: list[str]) -> Facets:
@@ -137,16 +141,6 @@ def _bool(value: str, column: str, item: str) -> bool:
     raise ItemError(item, f"{column} {value!r} is not True or False")
 
 
-def _seconds(value: str, column: str, item: str) -> float:
-    try:
-        seconds = float((value or "").strip())
-    except ValueError:
-        raise ItemError(item, f"{column} {value!r} is not a number") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ItemError(item, f"{column} {value!r} is not a time in seconds")
-    return seconds
-
-
 def _aspects(value: str, item: str) -> list[str]:
     text = (value or "").strip()
     if not text:
@@ -160,9 +154,9 @@ def _aspects(value: str, item: str) -> list[str]:
     return [a.strip() for a in parsed if a.strip()]
 
 
-def read_rows(uri: str) -> Iterator[tuple[int, dict]]:
+def read_rows(uri: str, rejections: Rejections | None = None) -> Iterator[tuple[int, dict]]:
     """(first line number, row) for every record of the CSV; ValueError if columns are missing."""
-    text = storage.read_bytes(uri).decode("utf-8-sig")
+    text = published_text(storage.read_bytes(uri), CSV_NAME, rejections)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
@@ -186,7 +180,7 @@ class MusicCapsSource(Source):
         seen: dict[str, int] = {}
         splits: Counter[str] = Counter()
         rejected = 0
-        for line, row in read_rows(uri):
+        for line, row in read_rows(uri, rejections):
             try:
                 record = self._record(row, line, seen, opts)
             except ItemError as err:
@@ -203,15 +197,13 @@ class MusicCapsSource(Source):
         if None in row or any(row.get(c) is None for c in COLUMNS):  # too many / too few fields
             count = len(COLUMNS) + len(row.get(None) or []) - sum(row.get(c) is None for c in COLUMNS)
             raise ItemError(where, f"row has {count} fields, expected {len(COLUMNS)}")
-        ytid = row["ytid"].strip()
-        if not YTID.fullmatch(ytid):
-            raise ItemError(where, f"ytid {ytid!r} is not a YouTube id")
+        ytid = video_id(row["ytid"], where)
         item = f"{self.name}-{ytid}"
         if ytid in seen:
             raise ItemError(item, f"duplicate ytid (first on line {seen[ytid]})")
         seen[ytid] = line
-        start = _seconds(row["start_s"], "start_s", item)
-        end = _seconds(row["end_s"], "end_s", item)
+        start = seconds_field(row["start_s"], "start_s", item)
+        end = seconds_field(row["end_s"], "end_s", item)
         if end <= start:
             raise ItemError(item, f"end_s {row['end_s']} is not after start_s {row['start_s']}")
         # Line breaks inside a caption are kept, as "\n" whatever the copy's line endings.
@@ -221,27 +213,17 @@ class MusicCapsSource(Source):
         aspects = _aspects(row["aspect_list"], item)
         is_eval = _bool(row["is_audioset_eval"], "is_audioset_eval", item)
         balanced = _bool(row["is_balanced_subset"], "is_balanced_subset", item)
-        group = f"yt:{ytid}"
-        split = "test" if is_eval else train_or_valid(group, opts.split_seed, opts.valid_fraction)
         captions = [caption]
         if opts.aspect_caption and aspects:
             captions += describe(aspect_facets(aspects), item, 1)
         labels = [x.strip() for x in row["audioset_positive_labels"].split(",") if x.strip()]
         author = row["author_id"].strip()
-        return make_record(
-            item,
-            track_id=item,
+        return segment_record(
+            item, ytid, (start, end), is_eval, opts,
             source=self.name,
-            split=split,
             captions=captions,
             tags=aspects,
             licence=LICENCE,
-            audio=YouTubeAudio(ytid=ytid),
-            start_s=start,
-            end_s=end,
-            group=group,
-            clip_seconds=CLIP_SECONDS,
-            max_clips=1,
             meta={
                 "author_id": int(author) if author.isdigit() else author,
                 "audioset_labels": labels,

@@ -32,22 +32,21 @@ from __future__ import annotations
 
 import json
 import posixpath
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-from pydantic import Field
 
 from musictext import storage
 from musictext.ingest.base import (
     PublishedFile,
     Source,
     SourceOptions,
+    ValidFractionOptions,
+    archive_member,
     find_published,
-    hashed_split,
+    rejecting,
 )
-from musictext.ingest.records import ArchiveAudio, Record, make_record
-from musictext.rejects import ItemError, Rejections
+from musictext.ingest.records import ArchiveAudio, Record, make_record, safe_id
+from musictext.rejects import Rejections
 
 HUB = "https://huggingface.co/datasets/mu-llama/MusicQA/resolve/main"
 ARCHIVE = "audios.zip"
@@ -65,7 +64,6 @@ FILES = {
     "PretrainMusicQA.json": ("hashed", "MusicCaps"),
     "MusicQA.json": ("hashed", "MusicCaps and MagnaTagATune"),
 }
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 def _normalise(prompt: str) -> str:
@@ -80,11 +78,9 @@ def is_caption_prompt(prompt) -> bool:
     return isinstance(prompt, str) and _normalise(prompt) in _CAPTIONING
 
 
-class MusicQAOptions(SourceOptions):
+class MusicQAOptions(ValidFractionOptions):
     # Folder of ``audios.zip`` the wavs live under.
     archive_root: str = "audios"
-    # Share of the training clips that go to valid.
-    valid_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
 
 
 @dataclass
@@ -152,20 +148,18 @@ class MusicQASource(Source):
                 if is_caption_prompt(question) and answer and answer not in clip.captions:
                     clip.captions.append(answer)
 
-        base = (opts.audio_base_url or HUB).rstrip("/")
-        root = opts.archive_root.strip("/")
-        fractions = {"train": 1.0 - opts.valid_fraction, "valid": opts.valid_fraction}
+        zip_url = f"{opts.audio_base(HUB)}/{ARCHIVE}"
         for clip in clips.values():
             stem = posixpath.splitext(clip.audio_name)[0]
-            track_id = f"{self.name}-{_UNSAFE.sub('_', stem)}"
+            track_id = f"{self.name}-{safe_id(stem)}"
             if not clip.captions:
                 rejections.add(track_id, f"no caption: every captioning answer is empty ({clip.file})")
                 continue
             # No link to the MusicCaps/MTT/Jamendo item exists (audio_name is a counter).
             group = f"musicqa:{stem}"
-            split = "test" if clip.test else hashed_split(group, opts.split_seed, fractions)
+            split = opts.split_of(group, clip.test)
             origin = FILES[clip.file][1]
-            try:
+            with rejecting(rejections):
                 yield make_record(
                     track_id,
                     track_id=track_id,
@@ -173,16 +167,13 @@ class MusicQASource(Source):
                     split=split,
                     captions=clip.captions,
                     licence=f"{LICENCE_NOTE} ({origin})",
-                    audio=ArchiveAudio(urls=(f"{base}/{ARCHIVE}",),
-                                       member=f"{root}/{clip.audio_name}" if root else clip.audio_name,
+                    audio=ArchiveAudio(urls=(zip_url,), member=archive_member(opts.archive_root, clip.audio_name),
                                        format="zip"),
                     group=group,
                     whole_track=True,
                     meta={"audio_name": clip.audio_name, "file": clip.file, "derived_from": origin,
                           "captions_generated": True},
                 )
-            except ItemError as err:
-                rejections.add(err.item, err.reason)
 
     def _pairs(self, uri: str, file_name: str, rejections: Rejections) -> Iterator[tuple[str, str, str]]:
         try:

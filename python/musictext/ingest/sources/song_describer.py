@@ -32,24 +32,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from pydantic import Field
-
 from musictext import storage
 from musictext.ingest.base import (
     PublishedFile,
     Source,
     SourceOptions,
+    ValidFractionOptions,
+    archive_member,
     find_published,
-    hashed_split,
+    published_text,
+    rejecting,
 )
 from musictext.ingest.records import ArchiveAudio, Record, make_record
 from musictext.ingest.sources.jamendo import (
     group_key,
+    licence_meta,
     read_audio_licences,
     read_tracks,
     tag_facets,
 )
-from musictext.rejects import ItemError, Rejections
+from musictext.rejects import Rejections
 
 RECORD_URL = "https://zenodo.org/record/10072001/files"
 CSV_NAME = "song_describer.csv"
@@ -66,9 +68,7 @@ _TRUE = {"true", "1", "1.0", "yes"}
 _FALSE = {"false", "0", "0.0", "no", "", "nan", "none"}
 
 
-class SongDescriberOptions(SourceOptions):
-    # Share of the tracks outside the validated subset held out as ``valid`` (hashed by group).
-    valid_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+class SongDescriberOptions(ValidFractionOptions):
     # Folder the audio sits in inside audio.zip ("audio/" in the Zenodo file; "" for a zip of the
     # NN/ folders themselves).
     zip_member_prefix: str = "audio/"
@@ -103,7 +103,7 @@ class _Track:
 
 def read_captions(data: bytes, rejections: Rejections) -> dict[int, _Track]:
     """Caption rows grouped by track, in order of first appearance; bad rows are rejected."""
-    reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig"), newline=""))
+    reader = csv.DictReader(io.StringIO(published_text(data, CSV_NAME, rejections), newline=""))
     missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise ValueError(f"{CSV_NAME} lacks columns {missing} (header {reader.fieldnames})")
@@ -177,10 +177,7 @@ class SongDescriberSource(Source):
                 jamendo = read_tracks(storage.read_bytes(jamendo_path), JAMENDO_TSV)
             except ValueError:  # not the MTG-Jamendo layout the data card suggests: no tags
                 jamendo = {}
-        base = (opts.audio_base_url or RECORD_URL).rstrip("/")
-        prefix = opts.zip_member_prefix.strip("/")
-        prefix = f"{prefix}/" if prefix else ""
-        fractions = {"train": 1.0 - opts.valid_fraction, "valid": opts.valid_fraction}
+        base = opts.audio_base(RECORD_URL)
 
         for num, track in tracks.items():
             rid = record_id(num)
@@ -194,24 +191,21 @@ class SongDescriberSource(Source):
                     rejections.add(rid, f"path {track.path!r} does not match track_id {num} (want {nn}/{num}.mp3)")
                     continue
             group = group_key(num)
-            split = "test" if track.validated else hashed_split(group, opts.split_seed, fractions)
+            split = opts.split_of(group, track.validated)
             lic = licences.get(num)
-            meta: dict = {
+            meta = {
                 "duration_s": track.duration_s,
                 "familiarity": track.familiarity,
                 "caption_ids": track.caption_ids,
                 "valid_caption_ids": track.valid_caption_ids,
                 "artist_id": track.artist_id,
                 "album_id": track.album_id,
+                **licence_meta(lic),
             }
-            if lic:
-                meta["licence_url"] = lic.url
-                if lic.attribution:
-                    meta["attribution"] = lic.attribution
             tags: list[str] = []
             if num in jamendo:
                 _, tags = tag_facets(jamendo[num].tags)
-            try:
+            with rejecting(rejections):
                 yield make_record(
                     rid,
                     track_id=rid,
@@ -220,12 +214,11 @@ class SongDescriberSource(Source):
                     captions=track.captions,
                     tags=tags,
                     licence=f"{CAPTION_LICENCE} (captions); audio: {lic.name} (Jamendo)" if lic else LICENCE,
-                    audio=ArchiveAudio(urls=(f"{base}/{ZIP_NAME}",), member=f"{prefix}{nn}/{num}.2min.mp3", format="zip"),
+                    audio=ArchiveAudio(urls=(f"{base}/{ZIP_NAME}",), format="zip",
+                                       member=archive_member(opts.zip_member_prefix, f"{nn}/{num}.2min.mp3")),
                     start_s=None,
                     end_s=None,
                     group=group,
                     whole_track=True,
                     meta=meta,
                 )
-            except ItemError as err:
-                rejections.add(err.item, err.reason)

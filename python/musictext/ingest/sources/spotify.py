@@ -42,12 +42,10 @@ import base64
 import csv
 import hashlib
 import io
-import json
 import logging
 import os
 import posixpath
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,12 +60,16 @@ from musictext.ingest.base import (
     Source,
     SourceOptions,
     hashed_split,
+    json_lines,
+    local_copy,
+    published_text,
+    rejecting,
     seeded_choice,
 )
 from musictext.ingest.describe import Facets, describe
 from musictext.ingest.http import Client
 from musictext.ingest.library import LibraryIndex, LibraryTrack
-from musictext.ingest.records import PathAudio, Record, make_record
+from musictext.ingest.records import PathAudio, Record, make_record, safe_id
 from musictext.rejects import ItemError, Rejections
 
 log = logging.getLogger(__name__)
@@ -240,7 +242,7 @@ def local_features(path_or_uri: str, seconds: float = 90.0, offset: float = 0.0)
     import numpy as np
 
     sr = 22050
-    with _readable(path_or_uri) as path, warnings.catch_warnings():
+    with local_copy(path_or_uri) as path, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # librosa's "PySoundFile failed; trying audioread" noise
         y, _ = librosa.load(path, sr=sr, mono=True, offset=offset, duration=seconds)
     if y.size < sr:
@@ -281,27 +283,6 @@ def estimate_key(chroma) -> tuple[int, int, float]:
             if r > best[2]:
                 best = (tonic, mode, r)
     return best if best[2] >= 0.3 else (-1, -1, best[2])
-
-
-class _readable:
-    """A local path for ``path_or_uri`` (a temporary copy of a remote file, kept to its suffix)."""
-
-    def __init__(self, uri: str):
-        self.uri = uri
-        self.tmp: str | None = None
-
-    def __enter__(self) -> str:
-        if storage.is_local(self.uri):
-            return storage.local_path(self.uri)
-        fd, self.tmp = tempfile.mkstemp(suffix=posixpath.splitext(self.uri)[1])
-        os.close(fd)
-        fs, path = storage.fs_for(self.uri)
-        fs.get(path, self.tmp)
-        return self.tmp
-
-    def __exit__(self, *exc) -> None:
-        if self.tmp:
-            os.unlink(self.tmp)
 
 
 # --- the track list ----------------------------------------------------------------------------
@@ -348,22 +329,11 @@ def _field(row: dict, name: str) -> str:
 
 def read_track_list(uri: str, rejections: Rejections) -> list[Wanted]:
     """The user's list (CSV with a header, or JSON lines); bad rows rejected as ``file:line``."""
-    text = storage.read_bytes(uri).decode("utf-8-sig")
+    text = published_text(storage.read_bytes(uri), posixpath.basename(uri), rejections)
     name = posixpath.basename(uri)
     rows: list[tuple[str, dict]] = []
     if uri.lower().endswith((".jsonl", ".ndjson", ".json")) or text.lstrip().startswith("{"):
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                rejections.add(f"{name}:{line_no}", f"not valid JSON ({err.msg})")
-                continue
-            if not isinstance(obj, dict):
-                rejections.add(f"{name}:{line_no}", "not a JSON object")
-                continue
-            rows.append((f"{name}:{line_no}", obj))
+        rows = list(json_lines(text, name, rejections))
     else:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         for row in reader:
@@ -509,10 +479,6 @@ class LlmDescriber:
 # --- the source --------------------------------------------------------------------------------
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
-
-
 class SpotifySource(Source):
     name = "spotify"
     description = ("Spotify track metadata and audio features (or features computed from the audio) "
@@ -544,10 +510,8 @@ class SpotifySource(Source):
             wanted = [Wanted(item=t.path, artist=t.artist, title=t.title, isrc=t.isrc, file=t)
                       for t in library.tracks]
         for w in wanted:
-            try:
+            with rejecting(rejections):
                 yield self.make(w, opts, api_features.get(w.spotify_id), genres_of, llm)
-            except ItemError as err:
-                rejections.add(err.item, err.reason)
 
     def _from_api(self, api: SpotifyApi, wanted: list[Wanted], library: LibraryIndex,
                   rejections: Rejections) -> list[Wanted]:
@@ -674,7 +638,7 @@ class SpotifySource(Source):
         meta["bpm"] = round(bpm, 1) if has_bpm else None
         return make_record(
             w.item,
-            track_id=_safe(track_id),
+            track_id=safe_id(track_id),
             source=self.name,
             split=hashed_split(group, opts.split_seed),
             captions=list(dict.fromkeys(captions)),
