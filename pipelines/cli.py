@@ -203,8 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     comp.set_defaults(func=cmd_compile)
 
     from musictext_kfp.datasets_cli import add_datasets_parser
+    from musictext_kfp.evaluate_cli import add_evaluate_parser
+    from musictext_kfp.search_cli import add_search_parser
 
     add_datasets_parser(sub)
+    add_search_parser(sub)
+    add_evaluate_parser(sub)
     return parser
 
 

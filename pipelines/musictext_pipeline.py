@@ -192,6 +192,7 @@ def musictext_pipeline(
                 model=stage2.outputs["model"],
                 text=text.outputs["text"],
                 targets=targets.outputs["targets"],
+                clips_index=index.outputs["index"],
             ),
             "evaluate",
         )
@@ -201,6 +202,7 @@ def musictext_pipeline(
                 profile=profile,
                 model=stage2.outputs["model"],
                 evaluation=scored.outputs["evaluation"],
+                clips_index=index.outputs["index"],
             ),
             "export",
         )

@@ -38,28 +38,39 @@ def test_block_diagnostics_by_hand():
 def test_evaluate_and_report(setup, tmp_path):
     root = setup
     m = evaluate(str(root / "model"), str(root / "text"), str(root / "targets"), str(tmp_path / "eval"),
-                 family="muq")
+                 family="muq", projections=("tsne",))
     on_disk = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert on_disk == m
     test = load_split(str(root / "text"), str(root / "targets"), "test")
     assert m["n_test"] == len(test) > 0
     assert {"family", "n_test", "text_to_audio", "audio_to_text", "chance", "blocks"} <= set(m)
 
-    # Independent recomputation: queries are each clip's first caption, gallery the targets.
+    # Independent recomputation: every caption is a query, the gallery the clips (one per track
+    # here); ties count against the true item.
     model = TextEmbedder.from_pretrained(str(root / "model"))
-    sim = cosine_matrix(model.embed_texts([c[0] for c in test.captions]), test.targets)
-    ranks_a2t = [1 + int((np.delete(sim[:, j], j) >= sim[j, j]).sum()) for j in range(len(test))]
+    captions = [c for caps in test.captions for c in caps]
+    owner = np.array([i for i, caps in enumerate(test.captions) for _ in caps])
+    assert m["n_captions"] == len(captions) == 2 * len(test)
+    pred = model.embed_texts(captions)
+    sim = cosine_matrix(pred, test.targets)  # [caption, clip]
+    ranks_t2a = [1 + int((np.delete(sim[q], owner[q]) >= sim[q, owner[q]]).sum()) for q in range(len(captions))]
+    ranks_a2t = [1 + int((sim[owner != j, j] >= sim[owner == j, j].max()).sum()) for j in range(len(test))]
     assert m["audio_to_text"]["MRR"] == pytest.approx(np.mean(1 / np.array(ranks_a2t)))
-    assert m["text_to_audio"]["R@5"] == pytest.approx(np.mean(positive_ranks(sim, np.arange(len(test))) <= 5))
+    assert m["text_to_audio"]["R@5"] == pytest.approx(np.mean(np.array(ranks_t2a) <= 5))
+    assert m["text_to_audio"]["median_rank"] == pytest.approx(np.median(ranks_t2a))
+    assert m["text_to_audio"]["R@5"] == pytest.approx(np.mean(positive_ranks(sim, owner) <= 5))
     assert m["chance"]["R@1"] == pytest.approx(1 / len(test))
+    n = len(captions)  # audio->text: 2 relevant captions among n; P(none in the top 5) = C(n-5, 2) / C(n, 2)
+    assert m["chance_audio_to_text"]["R@1"] == pytest.approx(2 / n)
+    assert m["chance_audio_to_text"]["R@5"] == pytest.approx(1 - (n - 5) * (n - 6) / (n * (n - 1)))
     for uri in m["plots"].values():
         assert open(uri, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert {"rank_histogram", "similarity", "cosine_histogram", "projection_tsne"} <= set(m["plots"])
 
-    # Per-block cosine between predicted and target sub-vectors, recomputed by hand.
-    pred = model.embed_texts([c[0] for c in test.captions])
+    # Per-block cosine between predicted and target sub-vectors (every caption with its clip).
     assert set(m["blocks"]) == {"mean", "robust", "dmean", "full"}
     for b, name in enumerate(("mean", "robust", "dmean")):
-        p, t = pred[:, 8 * b : 8 * (b + 1)], test.targets[:, 8 * b : 8 * (b + 1)]
+        p, t = pred[:, 8 * b : 8 * (b + 1)], test.targets[owner, 8 * b : 8 * (b + 1)]
         cos = (p * t).sum(1) / (np.linalg.norm(p, axis=1) * np.linalg.norm(t, axis=1))
         assert m["blocks"][name]["cosine"] == pytest.approx(cos.mean(), abs=1e-5), name
     assert m["targets"] == {"target_dim": 24}  # what the targets' meta.json records

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from musictext.ingest.base import hashed_split
-from musictext.ingest.library import LibraryIndex
+from musictext.library import LibraryIndex
 from musictext.ingest.sources.spotify import (
     LICENCE,
     SpotifyApi,

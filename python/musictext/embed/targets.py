@@ -133,7 +133,7 @@ def _yield_to_model() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICENESS)
 
 
-def _decoded(embedder: AudioEmbedder, refs: list[ClipRef], workers: int, lookahead: int) -> Iterator:
+def decode_ahead(embedder: AudioEmbedder, refs: list[ClipRef], workers: int, lookahead: int) -> Iterator:
     """(ref, decoded input or ItemError) in input order; decoding runs ``lookahead`` clips ahead."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode",
                             initializer=_yield_to_model) as pool:
@@ -154,7 +154,7 @@ def _decoded(embedder: AudioEmbedder, refs: list[ClipRef], workers: int, lookahe
                 yield ref, err
 
 
-def _embed_group(embedder: AudioEmbedder, group, rejects: Rejections) -> list:
+def embed_group(embedder: AudioEmbedder, group, rejects: Rejections) -> list:
     """[(ref, wave)] -> [(ref, vec)]. On a model error the group is redone one clip at a time,
     so only the clip that fails is rejected."""
     try:
@@ -163,7 +163,7 @@ def _embed_group(embedder: AudioEmbedder, group, rejects: Rejections) -> list:
         if len(group) == 1:
             rejects.add(group[0][0].clip_id, f"embedding failed: {type(err).__name__}: {err}")
             return []
-        return [pair for item in group for pair in _embed_group(embedder, [item], rejects)]
+        return [pair for item in group for pair in embed_group(embedder, [item], rejects)]
     good = []
     for (ref, _), vec in zip(group, vecs):
         if bool(torch.isfinite(vec).all()):
@@ -252,7 +252,7 @@ def embed_clips(
     lookahead = max(2 * batch_units, 4 * max(1, audio.decode_workers))
     try:
         group, units = [], 0
-        stream = _decoded(embedder, refs, audio.decode_workers, lookahead)
+        stream = decode_ahead(embedder, refs, audio.decode_workers, lookahead)
         for ref, wave in progress(stream, desc=f"embed {cfg.family}", total=len(refs), unit="clip"):
             if isinstance(wave, ItemError):
                 rejects.add(ref.clip_id, wave.reason)
@@ -260,11 +260,11 @@ def embed_clips(
             group.append((ref, wave))
             units += embedder.adapter.n_units(int(wave.shape[-1]))
             if units >= batch_units:
-                for r, vec in _embed_group(embedder, group, rejects):
+                for r, vec in embed_group(embedder, group, rejects):
                     writer.add(r.clip_id, r.split, vec)
                 group, units = [], 0
         if group:
-            for r, vec in _embed_group(embedder, group, rejects):
+            for r, vec in embed_group(embedder, group, rejects):
                 writer.add(r.clip_id, r.split, vec)
         writer.close()
     except BaseException:

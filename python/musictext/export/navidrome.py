@@ -4,30 +4,45 @@
 ``text_encoder_state_dict``, ``projection_state_dict`` and ``metrics``. ``config`` holds the
 documented ``audio_encoder``, ``audio_dim``, ``text_model_name``, ``text_dim`` and ``hidden_dim``
 plus the few settings the query path needs to reproduce training (pooling, max_length,
-lowercase, block_dim). The text tower is rebuilt from ``text_model_name``'s config and
-tokenizer, so the file carries weights only. ``{name}_text_embedder/`` is the same model saved with
-``save_pretrained`` for our own tools.
+lowercase, block_dim, family). The text tower is rebuilt from ``text_model_name``'s config and
+tokenizer, so the file carries weights only. ``metrics`` is the evaluation's dict (fractions)
+plus flat percentages ``t2a_R@K``, ``a2t_R@K``, ``chance_R@K`` (Navidrome's loader reads
+``t2a_R@1`` as a percentage).
+
+``{name}_text_embedder/`` is the same model saved with ``save_pretrained`` for our own tools,
+plus ``model.onnx`` (checked against PyTorch) and the model card ``README.md``, also written as
+``{name}_MODEL_CARD.md`` beside the .pt.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import re
+import tempfile
+import time
+from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from musictext import storage
 from musictext.config import FamilyConfig
+from musictext.export.card import normalise_sources, render_card, sources_from_index
+from musictext.export.onnx_export import export_checked_onnx
 from musictext.hub import MINILM_NAMES, resolve_pretrained
 from musictext.layout import model_location
-from musictext.text_encoder import TextEmbedder, cpu_state, drop_pooler
+from musictext.text_encoder import TextEmbedder, cpu_state, drop_pooler, publish_dir
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KEYS = ("config", "text_encoder_state_dict", "projection_state_dict", "metrics")
 CONFIG_KEYS = ("audio_encoder", "audio_dim", "text_model_name", "text_dim", "hidden_dim")
 EMBEDDER_SUFFIX = "text_embedder"  # {name}_text_embedder/: unique when families share checkpoints/
+CARD_FILE = "README.md"  # the model card inside {name}_text_embedder/ (Hugging Face's place for it)
+# Evaluation direction -> prefix of its flat percentage keys in the checkpoint's metrics.
+PERCENT_PREFIXES = {"text_to_audio": "t2a", "audio_to_text": "a2t", "chance": "chance"}
+_RECALL = re.compile(r"R@\d+")
 
 
 def checkpoint_name(cfg: FamilyConfig) -> str:
@@ -37,6 +52,21 @@ def checkpoint_name(cfg: FamilyConfig) -> str:
 def portable_model_name(ref: str) -> str:
     # The sidecar resolves the name itself: give it the hub id, not our offline alias.
     return "sentence-transformers/all-MiniLM-L6-v2" if ref in MINILM_NAMES else ref
+
+
+def checkpoint_metrics(metrics: dict) -> dict:
+    """The evaluation's dict (fractions) plus ``t2a_R@K``/``a2t_R@K``/``chance_R@K`` in percent
+    (R@1 0.32 -> 32.0) and ``percent_keys`` naming them."""
+    out = dict(metrics)
+    percent = {}
+    for direction, prefix in PERCENT_PREFIXES.items():
+        for key, value in (metrics.get(direction) or {}).items():
+            if _RECALL.fullmatch(key) and value is not None:
+                percent[f"{prefix}_{key}"] = round(100.0 * float(value), 6)
+    if "text_to_audio" not in metrics:
+        log.warning("no text_to_audio metrics given: the checkpoint has no t2a_R@1")
+    out.update(percent, percent_keys=sorted(percent))
+    return out
 
 
 def build_checkpoint(model: TextEmbedder, metrics: dict, cfg: FamilyConfig) -> dict:
@@ -51,10 +81,11 @@ def build_checkpoint(model: TextEmbedder, metrics: dict, cfg: FamilyConfig) -> d
             "max_length": model.max_length,
             "lowercase": model.lowercase,
             "block_dim": model.head.block_dim,
+            "family": cfg.family,
         },
         "text_encoder_state_dict": cpu_state(model.tower),
         "projection_state_dict": cpu_state(model.head),
-        "metrics": metrics,
+        "metrics": checkpoint_metrics(metrics),
     }
 
 
@@ -62,24 +93,74 @@ def embedder_dir_name(cfg: FamilyConfig) -> str:
     return f"{cfg.export.name}_{EMBEDDER_SUFFIX}"
 
 
-def export_family(model_dir: str, metrics: dict, out_dir: str, cfg: FamilyConfig) -> dict:
-    """Write ``{name}_best_r1.pt`` and ``{name}_text_embedder/`` into ``out_dir``."""
+def card_name(cfg: FamilyConfig) -> str:
+    return f"{cfg.export.name}_MODEL_CARD.md"
+
+
+def audio_facts(cfg: FamilyConfig) -> dict:
+    a = cfg.audio
+    return {"model": a.model, "target_dim": a.target_dim, "window_dim": a.window_dim,
+            "sample_rate": a.sample_rate, "random_init": a.random_init}
+
+
+def text_facts(model: TextEmbedder) -> dict:
+    facts = {k: v for k, v in model.describe().items() if k != "tower_config"}
+    facts["base_model"] = portable_model_name(model.base_model)
+    facts["parameters"] = sum(p.numel() for p in model.parameters())
+    return facts
+
+
+def resolve_sources(clips_index: str | None, sources) -> dict:
+    """The training data's sources: given ones win, else read from the run's clips index."""
+    if sources is not None:
+        return normalise_sources(sources)
+    return sources_from_index(clips_index) if clips_index else {}
+
+
+def export_family(
+    model_dir: str,
+    metrics: dict,
+    out_dir: str,
+    cfg: FamilyConfig,
+    clips_index: str | None = None,
+    sources=None,
+) -> dict:
+    """Write ``{name}_best_r1.pt``, ``{name}_MODEL_CARD.md`` and ``{name}_text_embedder/``
+    (save_pretrained + model.onnx + README.md) into ``out_dir``.
+
+    The card's data sources come from ``sources`` (see ``card.normalise_sources``) or, when not
+    given, from the run's clips index dir ``clips_index``.
+    """
+    t0 = time.perf_counter()
     model = TextEmbedder.from_pretrained(model_location(model_dir))
     if model.target_dim != cfg.audio.target_dim:
         raise ValueError(
             f"{cfg.family}: model predicts {model.target_dim}-D but the config's audio space is "
             f"{cfg.audio.target_dim}-D; refusing to export into the wrong space"
         )
+    ckpt = build_checkpoint(model, metrics, cfg)
     buf = io.BytesIO()
-    torch.save(build_checkpoint(model, metrics, cfg), buf)
+    torch.save(ckpt, buf)
     ckpt_uri = storage.join(out_dir, checkpoint_name(cfg))
-    storage.write_bytes(ckpt_uri, buf.getvalue())
     emb_uri = storage.join(out_dir, embedder_dir_name(cfg))
-    model.save_to(emb_uri)
+    with tempfile.TemporaryDirectory(prefix="export-") as tmp:
+        local = Path(tmp) / "model"
+        model.save_pretrained(local)
+        onnx = export_checked_onnx(model, local)  # first: a failed check leaves nothing in out_dir
+        card = render_card(name=cfg.export.name, family=cfg.family, audio=audio_facts(cfg), text=text_facts(model),
+                           metrics=ckpt["metrics"], sources=resolve_sources(clips_index, sources), onnx=onnx)
+        (local / CARD_FILE).write_text(card)
+        storage.write_bytes(ckpt_uri, buf.getvalue())
+        publish_dir(local, emb_uri)
+    card_uri = storage.join(out_dir, card_name(cfg))
+    storage.write_bytes(card_uri, card.encode())
     log.info("exported %s (%d-D, %.1f MB) to %s", cfg.export.name, model.target_dim,
              len(buf.getvalue()) / 1e6, ckpt_uri)
-    return {"name": cfg.export.name, "checkpoint": ckpt_uri, "text_embedder": emb_uri,
-            "audio_dim": model.target_dim, "bytes": len(buf.getvalue())}
+    return {"name": cfg.export.name, "checkpoint": ckpt_uri, "text_embedder": emb_uri, "model_card": card_uri,
+            "audio_dim": model.target_dim, "bytes": len(buf.getvalue()),
+            "onnx": storage.join(emb_uri, onnx["file"]), "onnx_bytes": onnx["bytes"],
+            "onnx_max_abs_diff": onnx["max_abs_diff"], "onnx_seconds": round(onnx["seconds"], 3),
+            "export_seconds": round(time.perf_counter() - t0, 3)}
 
 
 def load_exported(path: str) -> TextEmbedder:

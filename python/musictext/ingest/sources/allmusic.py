@@ -54,7 +54,7 @@ from musictext.ingest.base import (
     rejecting,
 )
 from musictext.ingest.describe import Facets, describe
-from musictext.ingest.library import LibraryIndex, LibraryTrack, normalize
+from musictext.library import LibraryIndex, LibraryTrack, normalize
 from musictext.ingest.records import PathAudio, Record, make_record, safe_id
 from musictext.rejects import ItemError, Rejections
 

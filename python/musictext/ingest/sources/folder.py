@@ -50,7 +50,7 @@ from musictext.ingest.base import (
     rejecting,
 )
 from musictext.ingest.describe import Facets, describe, join_words
-from musictext.ingest.library import (
+from musictext.library import (
     LibraryTrack,
     list_audio,
     read_tags,

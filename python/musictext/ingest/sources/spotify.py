@@ -68,7 +68,7 @@ from musictext.ingest.base import (
 )
 from musictext.ingest.describe import Facets, describe
 from musictext.ingest.http import Client
-from musictext.ingest.library import LibraryIndex, LibraryTrack
+from musictext.library import LibraryIndex, LibraryTrack
 from musictext.ingest.records import PathAudio, Record, make_record, safe_id
 from musictext.rejects import ItemError, Rejections
 
