@@ -1,4 +1,5 @@
-"""The `musictext` command: run the pipeline locally, or compile it for a Kubeflow cluster."""
+"""The `musictext` command: run the pipeline (locally or compiled for a Kubeflow cluster), list and parse
+the data sources, serve the exported text embedders, index and search a library, evaluate."""
 
 from __future__ import annotations
 
@@ -205,8 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     from musictext_kfp.datasets_cli import add_datasets_parser
     from musictext_kfp.evaluate_cli import add_evaluate_parser
     from musictext_kfp.search_cli import add_search_parser
+    from musictext_kfp.serve_cli import add_serve_parser
 
     add_datasets_parser(sub)
+    add_serve_parser(sub)
     add_search_parser(sub)
     add_evaluate_parser(sub)
     return parser
