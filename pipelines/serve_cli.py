@@ -103,20 +103,7 @@ def add_serve_parser(sub) -> None:
     et.set_defaults(func=cmd_embed_text)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="musictext", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default=None)
-    add_serve_parser(parser.add_subparsers(dest="command", required=True))
-    return parser
+if __name__ == "__main__":  # python -m musictext_kfp.serve_cli serve ... (the whole musictext CLI)
+    from musictext_kfp.cli import main
 
-
-def main(argv: list[str] | None = None) -> int:
-    from musictext.logs import setup_logging
-
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
-    return args.func(args)
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -98,3 +98,15 @@ def serve(root: str | os.PathLike, faults: Faults | None = None):
     faults = faults or Faults()
     with serve_handler(_handler(Path(root), faults)) as (base, _):
         yield base, faults
+
+
+def stop_process(proc, timeout: float = 15.0) -> None:
+    """Terminate a server process; kill it if it does not exit within ``timeout``."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

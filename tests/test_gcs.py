@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from tests.http_server import stop_process
 
 BUCKET = "musictext-test"
 EMULATOR = Path(sys.executable).parent / "gcp-storage-emulator"
@@ -98,12 +99,7 @@ def gcs():
         import gcsfs as _g
 
         _g.GCSFileSystem.clear_instance_cache()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
 
 
 def uri(*parts: str) -> str:

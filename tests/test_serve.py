@@ -30,7 +30,8 @@ from musictext.exports import load_export
 from musictext.serve import MAX_TEXT_CHARS, load_models
 from musictext.serve.batching import MicroBatcher
 from musictext.text_encoder import TextEmbedder
-from musictext_kfp.serve_cli import main as cli_main
+from musictext_kfp.cli import main as cli_main
+from tests.http_server import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 DIMS = {"muq": 48, "latent": 24}
@@ -136,12 +137,7 @@ def server(exports, sidecar):
             time.sleep(0.2)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 15)
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,7 @@ from musictext.config import TextConfig
 from musictext.exports import load_export
 from musictext.hub import resolve_pretrained
 from musictext.text_encoder import TextEmbedder
+from tests.http_server import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -131,12 +132,7 @@ def running_server(models_dir: Path, device: str, extra: list[str]) -> Iterator[
             time.sleep(0.2)
         yield base, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)
 
 
 def rss_mib(pid: int) -> float:
