@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from musictext import layout, storage
@@ -34,6 +36,25 @@ class Rejections:
     def write(self, artifact_dir: str) -> None:
         """Always written (possibly empty) so downstream stages can gather every stage's list."""
         storage.write_jsonl(storage.join(artifact_dir, layout.REJECTED), self.rows)
+
+
+def json_lines(text: str, name: str, rejections: Rejections, what: str = "") -> Iterator[tuple[str, dict]]:
+    """(``name:line``, object) of every non-blank line of a JSON-lines text; a line that is not
+    a JSON object is rejected under ``name:line`` and the others are still read. ``what`` names
+    the rows in the rejection ("manifest row")."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        item = f"{name}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            rejections.add(item, f"not valid JSON ({err.msg})")
+            continue
+        if not isinstance(row, dict):
+            rejections.add(item, f"{what} is not a JSON object" if what else "not a JSON object")
+            continue
+        yield item, row
 
 
 def read_rejections(artifact_dir: str) -> list[dict]:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import math
 import os
@@ -54,7 +53,7 @@ from musictext import layout, schema, storage
 from musictext.audio.decode import load_channels
 from musictext.config import load_family_config, m2l_native_rate_override
 from musictext.logs import progress
-from musictext.rejects import ItemError, Rejections
+from musictext.rejects import ItemError, Rejections, json_lines
 
 log = logging.getLogger(__name__)
 
@@ -186,20 +185,10 @@ def _read_manifest(raw_dir: str, rejections: Rejections) -> tuple[list[dict], in
     uri = storage.join(raw_dir, layout.MANIFEST)
     if not storage.exists(uri):
         raise FileNotFoundError(f"raw shard {raw_dir} has no {layout.MANIFEST}")
-    rows, seen, entries = [], set(), 0
-    for line_no, line in enumerate(storage.read_bytes(uri).decode("utf-8", "replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        entries += 1
-        item = f"{layout.MANIFEST}:{line_no}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            rejections.add(item, f"not valid JSON ({err.msg})")
-            continue
-        if not isinstance(row, dict):
-            rejections.add(item, "manifest row is not a JSON object")
-            continue
+    text = storage.read_bytes(uri).decode("utf-8", "replace")
+    entries = sum(1 for line in text.splitlines() if line.strip())
+    rows, seen = [], set()
+    for item, row in json_lines(text, layout.MANIFEST, rejections, what="manifest row"):
         missing = [f for f in schema.TRACK_FIELDS if f not in row]
         if missing:
             rejections.add(str(row.get("track_id", item)), f"manifest row lacks {missing}")

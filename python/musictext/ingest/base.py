@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import math
 import os
 import posixpath
@@ -228,24 +227,6 @@ def seconds_field(value: str | None, column: str, item: str) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise ItemError(item, f"{column} {value!r} is not a time in seconds")
     return seconds
-
-
-def json_lines(text: str, name: str, rejections: Rejections) -> Iterator[tuple[str, dict]]:
-    """(``name:line``, object) of every non-blank line of a JSON-lines text; a line that is not
-    a JSON object is rejected under ``name:line`` and the others are still read."""
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        item = f"{name}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            rejections.add(item, f"not valid JSON ({err.msg})")
-            continue
-        if not isinstance(row, dict):
-            rejections.add(item, "not a JSON object")
-            continue
-        yield item, row
 
 
 def csv_rows(reader, name: str, rejections: Rejections) -> Iterator[tuple[int, Any]]:

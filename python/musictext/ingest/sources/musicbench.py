@@ -38,13 +38,12 @@ from musictext.ingest.base import (
     ValidFractionOptions,
     archive_member,
     find_published,
-    json_lines,
     published_text,
     rejecting,
 )
 from musictext.ingest.records import ArchiveAudio, Record, make_record, safe_id
 from musictext.ingest.sources.youtube_options import group_key
-from musictext.rejects import Rejections
+from musictext.rejects import Rejections, json_lines
 
 HUB = "https://huggingface.co/datasets/amaai-lab/MusicBench/resolve/main"
 TRAIN = "MusicBench_train.json"

@@ -60,7 +60,6 @@ from musictext.ingest.base import (
     Source,
     SourceOptions,
     hashed_split,
-    json_lines,
     local_copy,
     published_text,
     rejecting,
@@ -68,9 +67,9 @@ from musictext.ingest.base import (
 )
 from musictext.ingest.describe import Facets, describe
 from musictext.ingest.http import Client
-from musictext.library import LibraryIndex, LibraryTrack
 from musictext.ingest.records import PathAudio, Record, make_record, safe_id
-from musictext.rejects import ItemError, Rejections
+from musictext.library import LibraryIndex, LibraryTrack
+from musictext.rejects import ItemError, Rejections, json_lines
 
 log = logging.getLogger(__name__)
 
