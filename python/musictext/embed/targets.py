@@ -154,6 +154,28 @@ def decode_ahead(embedder: AudioEmbedder, refs: list[ClipRef], workers: int, loo
                 yield ref, err
 
 
+def embed_batches(embedder: AudioEmbedder, refs: list[ClipRef], rejects: Rejections, batch_windows: int,
+                  decode_workers: int, desc: str, unit: str) -> Iterator[list]:
+    """[(ref, vec)] per group of about ``batch_windows`` model windows, decoding ahead of the
+    model; undecodable clips are rejected. Each group is yielded as soon as it is embedded, so a
+    caller can keep what is done before an interruption."""
+    batch_units = max(1, int(batch_windows))
+    lookahead = max(2 * batch_units, 4 * max(1, decode_workers))
+    group, units = [], 0
+    stream = decode_ahead(embedder, refs, decode_workers, lookahead)
+    for ref, wave in progress(stream, desc=desc, total=len(refs), unit=unit):
+        if isinstance(wave, ItemError):
+            rejects.add(ref.clip_id, wave.reason)
+            continue
+        group.append((ref, wave))
+        units += embedder.adapter.n_units(int(wave.shape[-1]))
+        if units >= batch_units:
+            yield embed_group(embedder, group, rejects)
+            group, units = [], 0
+    if group:
+        yield embed_group(embedder, group, rejects)
+
+
 def embed_group(embedder: AudioEmbedder, group, rejects: Rejections) -> list:
     """[(ref, wave)] -> [(ref, vec)]. On a model error the group is redone one clip at a time,
     so only the clip that fails is rejected."""
@@ -248,23 +270,11 @@ def embed_clips(
 
     storage.makedirs(out_dir)
     writer = _TargetWriter(storage.join(out_dir, layout.TARGETS), audio.target_dim, audio.storage_dtype)
-    batch_units = max(1, int(audio.batch_windows))
-    lookahead = max(2 * batch_units, 4 * max(1, audio.decode_workers))
     try:
-        group, units = [], 0
-        stream = decode_ahead(embedder, refs, audio.decode_workers, lookahead)
-        for ref, wave in progress(stream, desc=f"embed {cfg.family}", total=len(refs), unit="clip"):
-            if isinstance(wave, ItemError):
-                rejects.add(ref.clip_id, wave.reason)
-                continue
-            group.append((ref, wave))
-            units += embedder.adapter.n_units(int(wave.shape[-1]))
-            if units >= batch_units:
-                for r, vec in embed_group(embedder, group, rejects):
-                    writer.add(r.clip_id, r.split, vec)
-                group, units = [], 0
-        if group:
-            for r, vec in embed_group(embedder, group, rejects):
+        batches = embed_batches(embedder, refs, rejects, audio.batch_windows, audio.decode_workers,
+                                desc=f"embed {cfg.family}", unit="clip")
+        for batch in batches:
+            for r, vec in batch:
                 writer.add(r.clip_id, r.split, vec)
         writer.close()
     except BaseException:

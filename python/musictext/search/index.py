@@ -17,12 +17,11 @@ import numpy as np
 from musictext import storage
 from musictext.audio.embedder import AudioEmbedder, build_embedder
 from musictext.config import load_family_config
-from musictext.embed.targets import ClipRef, decode_ahead, embed_group
+from musictext.embed.targets import ClipRef, embed_batches
 from musictext.exports import export_name, find_exports
 from musictext.library import list_audio, read_tags, title_from_filename
 from musictext.layout import REJECTED
-from musictext.logs import progress
-from musictext.rejects import ItemError, Rejections
+from musictext.rejects import Rejections
 from musictext.search.basis import ReducedBasis, basis_in_export, load_basis
 from musictext.search.store import (
     MILVUS_MAX_DIM,
@@ -180,31 +179,14 @@ def _embed_into(store, embedder: AudioEmbedder, todo: list[ClipRef], reduced: Re
     """Embed ``todo`` in groups of about ``batch_windows`` windows and add each group to ``store``
     as soon as it is done (an interrupted run keeps what it finished). Returns the rows added."""
     cfg = embedder.cfg
-    batch_units = max(1, int(cfg.batch_windows))
-    lookahead = max(2 * batch_units, 4 * max(1, cfg.decode_workers))
-    added, group, units = 0, [], 0
-
-    def store_group() -> int:
-        done = embed_group(embedder, group, rejects)
+    added = 0
+    for done in embed_batches(embedder, todo, rejects, cfg.batch_windows, cfg.decode_workers, desc=desc, unit="file"):
         if not done:
-            return 0
+            continue
         vectors = np.stack([vec.numpy() for _, vec in done]).astype(np.float32)
         if reduced:
             vectors = reduced.project(vectors)
         store.add([Entry(unique_name(track_name(root, ref.clip_id), taken), ref.uri, v)
                    for (ref, _), v in zip(done, vectors)])
-        return len(done)
-
-    stream = decode_ahead(embedder, todo, cfg.decode_workers, lookahead)
-    for ref, wave in progress(stream, desc=desc, total=len(todo), unit="file"):
-        if isinstance(wave, ItemError):
-            rejects.add(ref.clip_id, wave.reason)
-            continue
-        group.append((ref, wave))
-        units += embedder.adapter.n_units(int(wave.shape[-1]))
-        if units >= batch_units:
-            added += store_group()
-            group, units = [], 0
-    if group:
-        added += store_group()
+        added += len(done)
     return added
