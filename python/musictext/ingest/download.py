@@ -26,16 +26,20 @@ from musictext.rejects import ItemError, Rejections
 log = logging.getLogger(__name__)
 
 
-def existing_audio(out_dir: str, track_id: str) -> str | None:
-    """The audio file an earlier attempt completed for ``track_id`` (relative), if any."""
+def existing_audio(out_dir: str, track_ids: set[str]) -> dict[str, str]:
+    """{track id: its audio file (relative)} that an earlier attempt completed, from one listing
+    of ``out_dir``/audio (one call on a bucket, not one per item). Files are ``<track id><ext>``;
+    temporaries of an interrupted write are not complete."""
     fs, base = storage.fs_for(storage.join(out_dir, "audio"))
     if not fs.exists(base):
-        return None
-    for path in fs.glob(posixpath.join(base, f"{track_id}.*")):
+        return {}
+    found: dict[str, str] = {}
+    for path in sorted(fs.ls(base, detail=False)):
         name = posixpath.basename(path)
-        if ".tmp-" not in name and not name.endswith(".part"):
-            return f"audio/{name}"
-    return None
+        stem = posixpath.splitext(name)[0]
+        if stem in track_ids and stem not in found and ".tmp-" not in name and not name.endswith(".part"):
+            found[stem] = f"audio/{name}"
+    return found
 
 
 def manifest_row(record: Record, fetched: Fetched) -> dict:
@@ -75,7 +79,7 @@ def download_shard(shard: dict, records_dir: str, out_dir: str, options: dict | 
     records = list(read_records(storage.join(records_dir, shard["records"])))
     storage.makedirs(out_dir)
     rejections = Rejections("download")
-    done = {r.track_id: rel for r in records if (rel := existing_audio(out_dir, r.track_id))}
+    done = existing_audio(out_dir, {r.track_id for r in records})
     if done:
         log.info("resuming shard %s/%s: %d of %d items already fetched", shard["shard"], shard["num_shards"],
                  len(done), len(records))
