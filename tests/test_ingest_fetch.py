@@ -182,3 +182,25 @@ def test_a_missing_library_file_is_not_found_not_undecodable(tmp_path):
     with pytest.raises(ItemError, match="f-1: audio file .*sub/none.flac not found"):
         fetch_audio(record, str(tmp_path / "out"), SourceOptions())
     assert not Path(tmp_path / "out").exists()
+
+
+def test_the_rate_limit_holds_across_the_items_of_a_shard(tmp_path):
+    """Every item fetched with one source's options shares one client and its limiter (a
+    client per item would let a whole shard through at once)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from musictext.ingest.records import UrlAudio
+
+    site = tmp_path / "site"
+    site.mkdir()
+    for i in range(6):
+        (site / f"{i}.wav").write_bytes(_wav(0.1))
+    with serve(site) as (base, faults):
+        opts = SourceOptions(requests_per_second=10, cache_dir=str(tmp_path / "cache"))
+        records = [Record(track_id=f"u-{i}", source="x", split="train", captions=["a tone"], licence="x",
+                          audio=UrlAudio(url=f"{base}/{i}.wav"), group=f"u:{i}") for i in range(6)]
+        started = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda r: fetch_audio(r, str(tmp_path / "shard"), opts), records))
+        elapsed = time.monotonic() - started
+    assert len(faults.log) == 6 and elapsed >= 5 / 10 - 0.01  # 6 request starts, 0.1 s apart

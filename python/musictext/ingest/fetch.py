@@ -12,6 +12,7 @@ import logging
 import os
 import posixpath
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 from musictext import storage
 from musictext.ingest.archives import fetch_archive, read_member
 from musictext.ingest.base import Source, SourceOptions
-from musictext.ingest.http import Client, RateLimiter
+from musictext.ingest.http import Client
 from musictext.ingest.records import ArchiveAudio, PathAudio, Record, UrlAudio, YouTubeAudio
 from musictext.rejects import ItemError
 
@@ -45,6 +46,20 @@ def cache_root(opts: SourceOptions) -> Path:
     path = Path(storage.local_path(root))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+_CLIENTS: dict[str, Client] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def client_for(opts: SourceOptions) -> Client:
+    """One HTTP client per source configuration in this process, so its rate limit holds across
+    every item and fetch thread of a shard (a client per item would limit nothing)."""
+    key = f"{type(opts).__qualname__}:{opts.model_dump_json()}"
+    with _CLIENTS_LOCK:
+        if key not in _CLIENTS:
+            _CLIENTS[key] = Client.for_options(opts)
+        return _CLIENTS[key]
 
 
 def published_url(opts: SourceOptions, name: str, url: str) -> str:
@@ -90,16 +105,13 @@ def _span(record: Record) -> tuple[float | None, float | None]:
     return record.start_s, record.end_s
 
 
-_YOUTUBE_LIMITERS: dict[float, RateLimiter] = {}
-
-
 def fetch_youtube(record: Record, ref: YouTubeAudio, out_dir: str, opts: SourceOptions) -> Fetched:
     from musictext.ingest.youtube import DEFAULT_URL, download_segment
 
     template = getattr(opts, "youtube_url", None) or DEFAULT_URL
     url = template.format(ytid=ref.ytid)
-    # The source's request rate covers yt-dlp too (one limiter per rate, shared by the threads).
-    _YOUTUBE_LIMITERS.setdefault(opts.requests_per_second, RateLimiter(opts.requests_per_second)).wait()
+    # The source's request rate covers yt-dlp too: the same limiter as its HTTP requests.
+    client_for(opts).limiter.wait()
     with tempfile.TemporaryDirectory(prefix="musictext-yt-") as tmp:
         path = download_segment(record.track_id, url, Path(tmp) / "audio", record.start_s, record.end_s,
                                 retries=opts.retries)
@@ -119,7 +131,7 @@ def fetch_url(record: Record, ref: UrlAudio, out_dir: str, opts: SourceOptions) 
     # whichever output directory that attempt writes.
     key = hashlib.sha1(ref.url.encode()).hexdigest()[:16]
     cached = cache_root(opts) / "files" / f"{key}{_ext(ref.url)}"
-    Client.for_options(opts).download(ref.url, cached, item=record.track_id, size=ref.size, sha256=ref.sha256,
+    client_for(opts).download(ref.url, cached, item=record.track_id, size=ref.size, sha256=ref.sha256,
                                       sha1=ref.sha1)
     rel = _store(out_dir, audio_rel(record.track_id, _ext(ref.url)), cached.read_bytes())
     cached.unlink(missing_ok=True)
@@ -127,7 +139,7 @@ def fetch_url(record: Record, ref: UrlAudio, out_dir: str, opts: SourceOptions) 
 
 
 def fetch_member(record: Record, ref: ArchiveAudio, out_dir: str, opts: SourceOptions) -> Fetched:
-    archive = fetch_archive(ref, cache_root(opts), Client.for_options(opts), record.track_id)
+    archive = fetch_archive(ref, cache_root(opts), client_for(opts), record.track_id)
     data = read_member(archive, ref.format, ref.member, record.track_id)
     for algorithm, expected in (("sha256", ref.member_sha256), ("sha1", ref.member_sha1)):
         got = hashlib.new(algorithm, data).hexdigest() if expected else None
