@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from musictext import storage
+from musictext.corpus_stats import corpus_stats, stats_markdown
 from musictext.ingest.base import ListContext
 from musictext.ingest.records import ArchiveAudio, Record, write_records
 from musictext.ingest.registry import check_plan_args, check_sources, get_source, source_options
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 SPLIT_RANK = {"test": 2, "valid": 1, "train": 0}
 LISTING_SUMMARY = "listing.json"
+LISTING_STATS = "stats.md"  # per-source counts of the listed records (Markdown)
 # The source options the listing used: the download tasks read them from here, so a shard is
 # fetched with exactly the options it was listed with.
 OPTIONS_FILE = "options.json"
@@ -122,7 +124,7 @@ def shard_specs(records: list[Record], shard_size: int, seed: int) -> list[tuple
 
 
 def plan(sources: list[str], options: dict, corpus_size: int, shard_size: int, seed: int, out_dir: str) -> list[dict]:
-    """Write every shard's records under ``out_dir`` (plus rejected.jsonl and listing.json);
+    """Write every shard's records under ``out_dir`` (plus rejected.jsonl, listing.json and stats.md);
     the shard specs, in order."""
     corpus_size, shard_size, seed = check_plan_args(corpus_size, shard_size, seed)
     check_sources(sources, options)
@@ -144,6 +146,8 @@ def plan(sources: list[str], options: dict, corpus_size: int, shard_size: int, s
     storage.write_json(storage.join(out_dir, OPTIONS_FILE), {name: source_options(options, name) for name in sources})
     summary = listing_summary(records, merged, moved, len(rejections), len(shards))
     storage.write_json(storage.join(out_dir, LISTING_SUMMARY), summary)
+    stats = corpus_stats([r.row() for r in records], rejections.rows)
+    storage.write_bytes(storage.join(out_dir, LISTING_STATS), stats_markdown(stats, "Listed records per source").encode())
     log.info("listed %d records in %d shards (%d merged duplicates, %d moved to a stricter split, %d rejected)",
              len(records), len(shards), merged, moved, len(rejections))
     return [spec for spec, _ in shards]
