@@ -100,7 +100,7 @@ def test_pytorchjob_shape():
         containers = pod["containers"]
         assert [c["name"] for c in containers].count("pytorch") == 1, role
         c = next(c for c in containers if c["name"] == "pytorch")
-        assert c["command"][:3] == ["torchrun", "-m", "musictext.train.run"], role
+        assert c["command"][:3] == ["torchrun", "-m", "musictext.train"], role
         # Bare torchrun: no launcher flags that would override the operator's PET_* values.
         assert not any(a.startswith(("--nnodes", "--nproc", "--node-rank", "--master")) for a in c["command"])
         gpus = int(c["resources"]["limits"]["nvidia.com/gpu"])
@@ -199,6 +199,7 @@ def _write_tiny_data(text_dir: Path, targets_dir: Path, dim: int) -> int:
             text_rows["caption_index"].append(j)
             text_rows["text"].append(caption)
             text_rows["input_ids"].append(tok(caption)["input_ids"])
+            text_rows["phase"].append(1)
     targets = rng.standard_normal((len(splits), dim)).astype("float32")
     targets /= np.linalg.norm(targets, axis=1, keepdims=True)
     text_dir.mkdir(parents=True)

@@ -1,16 +1,13 @@
-"""TextEmbedder structure/persistence and the one-caption-per-clip sampling."""
+"""TextEmbedder structure and persistence (the training stream is tested in test_train_stream)."""
 
 import os
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
 from transformers import AutoTokenizer
 
 from musictext.config import TextConfig
-from musictext.pairs import load_split
-from musictext.train.data import CaptionPairs, collate
 from musictext.text_encoder import TextEmbedder
 from tests.toy import write_tiny_base_model, write_toy_dataset
 
@@ -48,30 +45,6 @@ def test_forward_shape_norm_freeze_and_reload(base, tmp_path):
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(os.listdir(tmp_path / "m"))
     again = TextEmbedder.from_pretrained(tmp_path / "m")
     np.testing.assert_allclose(again.embed_texts(["one", "two"]), model.embed_texts(["one", "two"]), atol=1e-6)
-
-
-def test_one_caption_per_clip_per_step_across_ranks(base):
-    root, _ = base
-    data = load_split(str(root / "text"), str(root / "targets"), "train")
-    assert len(data) > 10 and all(len(t) == 3 for t in data.token_ids)
-    dataset = CaptionPairs(data, seed=0)
-    seen_captions = set()
-    for epoch in (1, 2):
-        dataset.set_epoch(epoch)
-        per_rank = []
-        for rank in (0, 1):
-            sampler = DistributedSampler(dataset, 2, rank, shuffle=True, seed=0, drop_last=True)
-            sampler.set_epoch(epoch)
-            per_rank.append(list(sampler))
-        assert len(per_rank[0]) == len(per_rank[1])
-        clips = per_rank[0] + per_rank[1]
-        assert len(clips) == len(set(clips))  # no clip twice in the global epoch -> none twice in a step
-        seen_captions |= {(i, tuple(dataset[i][0])) for i in clips}
-    assert len(seen_captions) > len(data)  # captions vary across epochs
-
-    batch = next(iter(DataLoader(dataset, batch_size=4, collate_fn=collate(0))))
-    assert batch["input_ids"].shape[0] == 4 and batch["target"].shape == (4, 12)
-    assert (batch["attention_mask"].sum(1) == torch.tensor([len(dataset[i][0]) for i in range(4)])).all()
 
 
 def test_bucket_round_trip_sees_rewrites(base):

@@ -39,6 +39,29 @@ class TextConfig(_Strict):
     hidden_dim: int = 512  # projection head width
     pooling: Literal["mean", "cls"] = "mean"
     lowercase: bool = True
+    # The head: "blocks" (one output layer per enrichment block; one layer of k in a pca/whiten
+    # space) or "lowrank" (hidden -> head_rank -> output).
+    head: Literal["blocks", "lowrank"] = "blocks"
+    head_rank: int = 256  # lowrank only
+    # The geometry the head is trained in (musictext.target_space), fitted on space_fit_rows
+    # training targets; exported vectors are raw-space whatever it is.
+    target_space: Literal["raw", "standardise", "whiten", "pca"] = "raw"
+    space_dim: int | None = None  # k for pca/whiten; None: all min(rows, D)
+    space_fit_rows: int = 20000
+
+    @model_validator(mode="after")
+    def _check_head_and_space(self) -> "TextConfig":
+        for name in ("head_rank", "space_fit_rows", "space_dim"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"text.{name} must be a positive int, got {value}")
+        if self.space_dim is not None:
+            if self.target_space not in ("pca", "whiten"):
+                raise ValueError(f"text.space_dim is only for target_space pca/whiten, not {self.target_space!r}")
+            if self.space_dim > self.space_fit_rows:
+                raise ValueError(f"text.space_dim {self.space_dim} > text.space_fit_rows {self.space_fit_rows}: "
+                                 f"a sample of n rows gives at most n components")
+        return self
 
 
 # Loss names a stage may choose. musictext.train.loss maps each to its factory, and its
@@ -48,20 +71,33 @@ LOSS_NAMES: set[str] = {"infonce", "infonce_mse"}
 
 
 class StageConfig(_Strict):
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 5e-5
-    head_lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    temperature: float = 0.07
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(32, ge=2)  # per rank; InfoNCE needs a negative
+    lr: float = Field(5e-5, gt=0)
+    head_lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    # LiT/CLIP-style learnable temperature: logits are scaled by exp(log_scale), initialised at
+    # 1/temperature and clamped to [1, max_logit_scale] so it can neither vanish nor explode.
+    temperature: float = Field(0.07, gt=0, le=1)
     learn_temperature: bool = True
+    max_logit_scale: float = Field(100.0, ge=1)
     # The objective, by name: "infonce", or "infonce_mse" (InfoNCE + mse_weight × MSE to the
     # target). Unset: "infonce_mse" when mse_weight > 0 (stage 2 adds MSE), else "infonce".
     loss: str | None = None
-    mse_weight: float = 0.0  # weight of the MSE term of "infonce_mse"
+    mse_weight: float = Field(0.0, ge=0)  # weight of the MSE term of "infonce_mse"
+    # Negatives of each caption: "batch" (the global batch, gathered across ranks) or
+    # "catalogue" (also every training target -- the audio side is frozen, so all of them are
+    # valid negatives -- sharded across ranks in float16; catalogue_size caps it, 0 = all).
+    negatives: Literal["batch", "catalogue"] = "batch"
+    catalogue_size: int = Field(0, ge=0)
+    # Which clips the stage trains on: "clips" (short clips, phase 1), "songs" (full songs,
+    # phase 2) or "all"; unset: stage 1 "clips", stage 2 "songs" (the curriculum). A stage whose
+    # subset cannot fill two batches per rank falls back to "all", with a warning.
+    data: Literal["clips", "songs", "all"] | None = None
+    grad_accum: int = Field(1, ge=1)  # micro-batches per optimiser step
     # Freeze the text tower's embeddings and the first N transformer layers (speed on CPU).
-    freeze_layers: int = 0
+    freeze_layers: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _resolve_loss(self) -> "StageConfig":
@@ -69,14 +105,29 @@ class StageConfig(_Strict):
             self.loss = "infonce_mse" if self.mse_weight else "infonce"
         if self.loss not in LOSS_NAMES:
             raise ValueError(f"unknown loss {self.loss!r}; known losses: {', '.join(sorted(LOSS_NAMES))}")
+        if 1.0 / self.temperature > self.max_logit_scale:
+            raise ValueError(f"temperature {self.temperature} is below 1/max_logit_scale ({self.max_logit_scale})")
         return self
 
 
 class TrainConfig(_Strict):
     seed: int = 0
-    grad_clip: float = 1.0
+    grad_clip: float = Field(1.0, ge=0)  # max global grad norm; 0 = off
+    # "auto": bf16 autocast on GPU, fp32 on CPU; "fp16" adds a gradient scaler.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # Host memory the training data may hold per process (shuffle window + batch), in GiB.
+    memory_budget_gib: float = Field(4.0, gt=0)
+    checkpoint_every: int = Field(500, ge=0)  # optimiser steps between checkpoints; 0 = epoch ends only
+    keep_checkpoints: int = Field(2, ge=1)  # the newest K are kept, plus the best by valid R@1
+    valid_max_clips: int = Field(5000, ge=2)  # validation gallery cap (a seeded prefix of valid)
     stage1: StageConfig = StageConfig()
     stage2: StageConfig = StageConfig(epochs=2, mse_weight=1.0)
+
+    @model_validator(mode="after")
+    def _curriculum(self) -> "TrainConfig":
+        self.stage1.data = self.stage1.data or "clips"
+        self.stage2.data = self.stage2.data or "songs"
+        return self
 
 
 class ExportConfig(_Strict):

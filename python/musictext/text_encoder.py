@@ -4,6 +4,12 @@ The audio target is ``[mean | robust | dmean]`` (three blocks of ``block_dim``) 
 normalisation. The head therefore has a shared trunk and one output layer per block; the blocks
 are concatenated and normalised globally, exactly like the target, so the model learns the
 relative size of the blocks too (e.g. MuQ clips ≤120 s have all-zero robust/dmean blocks).
+
+The head may instead predict coordinates in a fitted ``TargetSpace`` (standardised, whitened or
+PCA-reduced targets; ``forward_space``), optionally through a low-rank bottleneck; ``forward``
+always maps them back to the raw audio space, so exports and search see the same D-D vectors.
+Head kinds: "blocks" (the per-block head above; with a pca/whiten space, one output layer of k),
+"lowrank" (trunk -> Linear(hidden, r, no bias) -> Linear(r, out)).
 """
 
 from __future__ import annotations
@@ -26,12 +32,18 @@ from musictext import storage
 from musictext.captions import clean_caption
 from musictext.layout import CONFIG_FILE, WEIGHTS_FILE
 from musictext.hub import is_remote, resolve_pretrained
+from musictext.target_space import TargetSpace
 
 log = logging.getLogger(__name__)
 
 N_BLOCKS = 3
 BLOCK_NAMES = ("mean", "robust", "dmean")
 MODEL_TYPE = "musictext-text-embedder"
+HEAD_KINDS = ("blocks", "lowrank")
+
+
+def make_trunk(text_dim: int, hidden_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(text_dim, hidden_dim), nn.GELU(), nn.LayerNorm(hidden_dim))
 
 
 class ProjectionHead(nn.Module):
@@ -42,9 +54,8 @@ class ProjectionHead(nn.Module):
         if target_dim % N_BLOCKS:
             raise ValueError(f"target_dim {target_dim} is not {N_BLOCKS} blocks")
         self.block_dim = target_dim // N_BLOCKS
-        self.trunk = nn.Sequential(
-            nn.Linear(text_dim, hidden_dim), nn.GELU(), nn.LayerNorm(hidden_dim)
-        )
+        self.out_dim = int(target_dim)
+        self.trunk = make_trunk(text_dim, hidden_dim)
         self.blocks = nn.ModuleList(
             nn.Linear(hidden_dim, self.block_dim) for _ in range(N_BLOCKS)
         )
@@ -52,6 +63,59 @@ class ProjectionHead(nn.Module):
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         h = self.trunk(pooled)
         return torch.cat([block(h) for block in self.blocks], dim=-1)
+
+
+class LinearHead(nn.Module):
+    """Shared MLP trunk, then one linear output (a pca/whiten space has no blocks)."""
+
+    def __init__(self, text_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__()
+        self.out_dim = int(out_dim)
+        self.trunk = make_trunk(text_dim, hidden_dim)
+        self.out = nn.Linear(hidden_dim, out_dim)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.out(self.trunk(pooled))
+
+
+class LowRankHead(nn.Module):
+    """Shared MLP trunk, then a rank-``rank`` output map: hidden -> rank (no bias) -> out."""
+
+    def __init__(self, text_dim: int, hidden_dim: int, out_dim: int, rank: int):
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"low-rank head: rank must be a positive int, got {rank}")
+        self.out_dim = int(out_dim)
+        self.rank = int(rank)
+        self.trunk = make_trunk(text_dim, hidden_dim)
+        self.down = nn.Linear(hidden_dim, rank, bias=False)
+        self.up = nn.Linear(rank, out_dim)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(self.trunk(pooled)))
+
+
+def build_head(kind: str, text_dim: int, hidden_dim: int, space: TargetSpace, rank: int | None) -> nn.Module:
+    """The head predicting ``space``'s coordinates ([B, space.dim])."""
+    if kind == "lowrank":
+        if rank is None:
+            raise ValueError("a lowrank head needs head_rank")
+        return LowRankHead(text_dim, hidden_dim, space.dim, rank)
+    if kind != "blocks":
+        raise ValueError(f"unknown head {kind!r}; known: {', '.join(HEAD_KINDS)}")
+    if space.reduces:
+        return LinearHead(text_dim, hidden_dim, space.dim)
+    return ProjectionHead(text_dim, hidden_dim, space.dim)
+
+
+def space_from_config(cfg: dict, target_dim: int) -> TargetSpace:
+    """The (unfitted) space a saved config names; configs without one are raw."""
+    if cfg.get("space") is None:
+        return TargetSpace("raw", target_dim)
+    space = TargetSpace.from_description(cfg["space"])
+    if space.source_dim != target_dim:
+        raise ValueError(f"config: target space maps {space.source_dim}-D targets, the model predicts {target_dim}-D")
+    return space
 
 
 def transformer_layers(tower: nn.Module) -> nn.ModuleList:
@@ -121,6 +185,20 @@ def tower_from_config(tower_config: dict) -> nn.Module:
     return drop_pooler(AutoModel.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg)))
 
 
+def check_space(text_cfg, target_dim: int, space: TargetSpace | None) -> TargetSpace:
+    """``space`` if it is the one ``text_cfg`` asks for (raw when None and the config says raw)."""
+    kind = text_cfg.target_space
+    if space is None:
+        if kind != "raw":
+            raise ValueError(f"text.target_space is {kind!r}: fit it first (TargetSpace.fit) and pass it as space")
+        return TargetSpace("raw", target_dim)
+    if space.kind != kind:
+        raise ValueError(f"the given target space is {space.kind!r} but text.target_space is {kind!r}")
+    if text_cfg.space_dim is not None and space.dim != text_cfg.space_dim:
+        raise ValueError(f"the given {kind} space has k={space.dim}, text.space_dim is {text_cfg.space_dim}")
+    return space
+
+
 class TextEmbedder(nn.Module):
     """Text → unit vector in an audio family's enriched embedding space."""
 
@@ -134,12 +212,22 @@ class TextEmbedder(nn.Module):
         pooling: str = "mean",
         max_length: int = 64,
         lowercase: bool = True,
+        head: str = "blocks",
+        head_rank: int | None = None,
+        space: TargetSpace | None = None,
     ):
         super().__init__()
+        space = TargetSpace("raw", target_dim) if space is None else space
+        if space.source_dim != target_dim:
+            raise ValueError(f"target space maps {space.source_dim}-D targets, the model predicts {target_dim}-D")
         self.tower = tower
         self.tokenizer = tokenizer
         self.text_dim = int(tower.config.hidden_size)
-        self.head = ProjectionHead(self.text_dim, hidden_dim, target_dim)
+        self.head = build_head(head, self.text_dim, hidden_dim, space, head_rank)
+        # After the head: state dict keys keep today's order (tower, head), then space buffers.
+        self.space = space
+        self.head_kind = head
+        self.head_rank = int(head_rank) if head == "lowrank" else None
         self.target_dim = int(target_dim)
         self.hidden_dim = int(hidden_dim)
         self.base_model = base_model
@@ -149,8 +237,13 @@ class TextEmbedder(nn.Module):
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_base(cls, text_cfg, target_dim: int) -> "TextEmbedder":
-        """Fresh head on the pretrained tower named by a TextConfig."""
+    def from_base(cls, text_cfg, target_dim: int, space: TargetSpace | None = None) -> "TextEmbedder":
+        """Fresh head on the pretrained tower named by a TextConfig.
+
+        ``space``: the fitted TargetSpace of ``text_cfg.target_space`` (``TargetSpace.fit``);
+        None only for a raw space.
+        """
+        space = check_space(text_cfg, target_dim, space)
         path = resolve_pretrained(text_cfg.base_model)
         tower = drop_pooler(AutoModel.from_pretrained(path))
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -163,6 +256,9 @@ class TextEmbedder(nn.Module):
             pooling=text_cfg.pooling,
             max_length=text_cfg.max_length,
             lowercase=text_cfg.lowercase,
+            head=text_cfg.head,
+            head_rank=text_cfg.head_rank,
+            space=space,
         )
 
     def freeze(self, n_layers: int) -> None:
@@ -176,12 +272,36 @@ class TextEmbedder(nn.Module):
                 p.requires_grad_(False)
         log.info("froze embeddings + %d/%d layers", min(n_layers, len(layers)), len(layers))
 
+    @property
+    def block_dim(self) -> int:
+        """Size of one enrichment block of the raw output."""
+        return self.target_dim // N_BLOCKS
+
+    def n_parameters(self) -> tuple[int, int]:
+        """(trainable, total) parameters; the space's buffers are not parameters."""
+        params = list(self.parameters())
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+    def n_head_parameters(self) -> int:
+        return sum(p.numel() for p in self.head.parameters())
+
     # -- compute ------------------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """[B, target_dim], globally L2-normalised like the audio targets."""
+    def head_output(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, space.dim]: the head's unnormalised training-space prediction."""
         out = self.tower(input_ids=input_ids, attention_mask=attention_mask)
-        pooled = pool(out.last_hidden_state, attention_mask, self.pooling)
-        return F.normalize(self.head(pooled), dim=-1)
+        return self.head(pool(out.last_hidden_state, attention_mask, self.pooling))
+
+    def forward_space(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, space.dim], L2-normalised: what a loss compares with ``encode_targets``."""
+        return F.normalize(self.head_output(input_ids, attention_mask), dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, target_dim] in the raw audio space, globally L2-normalised like the audio targets."""
+        return F.normalize(self.space.decode(self.head_output(input_ids, attention_mask)), dim=-1)
+
+    def encode_targets(self, target: torch.Tensor) -> torch.Tensor:
+        """Raw targets [B, target_dim] -> [B, space.dim] L2-normalised training-space targets."""
+        return F.normalize(self.space.encode(target), dim=-1)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         # Queries get the same cleaning as the training captions (prepare_text).
@@ -223,14 +343,28 @@ class TextEmbedder(nn.Module):
             "format": MODEL_TYPE,
             "base_model": self.base_model,
             "target_dim": self.target_dim,
-            "block_dim": self.head.block_dim,
+            "block_dim": self.block_dim,
             "hidden_dim": self.hidden_dim,
+            "head": self.head_kind,
+            "head_rank": self.head_rank,
+            "space": self.space.describe(),
             "text_dim": self.text_dim,
             "pooling": self.pooling,
             "max_length": self.max_length,
             "lowercase": self.lowercase,
             "tower_config": self.tower.config.to_dict(),
         }
+
+    def projection_state(self) -> dict[str, torch.Tensor]:
+        """The head's weights plus the space's buffers (``space.*``): all but the tower."""
+        space = {f"space.{k}": v for k, v in cpu_state(self.space).items()}
+        return {**cpu_state(self.head), **space}
+
+    def load_projection_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of ``projection_state`` (strict on both parts)."""
+        space = {k.removeprefix("space."): v for k, v in state.items() if k.startswith("space.")}
+        self.head.load_state_dict({k: v for k, v in state.items() if not k.startswith("space.")})
+        self.space.load_state_dict(space)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """config.json + model.safetensors + tokenizer files (a local directory)."""
@@ -267,6 +401,10 @@ class TextEmbedder(nn.Module):
             pooling=cfg["pooling"],
             max_length=cfg["max_length"],
             lowercase=cfg["lowercase"],
+            # Directories saved before heads and spaces existed: blocks head, raw space.
+            head=cfg.get("head", "blocks"),
+            head_rank=cfg.get("head_rank"),
+            space=space_from_config(cfg, cfg["target_dim"]),
         )
         model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
         return model.eval()

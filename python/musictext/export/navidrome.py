@@ -11,7 +11,13 @@ plus flat percentages ``t2a_R@K``, ``a2t_R@K``, ``chance_R@K`` (Navidrome's load
 
 ``{name}_text_embedder/`` is the same model saved with ``save_pretrained`` for our own tools,
 plus ``model.onnx`` (checked against PyTorch) and the model card ``README.md``, also written as
-``{name}_MODEL_CARD.md`` beside the .pt.
+``{name}_MODEL_CARD.md`` beside the .pt. A model trained in a pca/whiten target space also gets
+its basis there as ``reduced_basis.npz`` (search.basis's contract), so search indexes the audio
+vectors in the space the model was trained in.
+
+A model with another head or a target space records them in ``config`` (``head``, ``head_rank``,
+``space``); ``projection_state_dict`` then holds the head's weights and the space's buffers
+(``space.*``). A plain model's .pt is as before.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from musictext.export.card import normalise_sources, render_card, sources_from_i
 from musictext.export.onnx_export import export_checked_onnx
 from musictext.hub import MINILM_NAMES, resolve_pretrained
 from musictext.layout import model_location
-from musictext.text_encoder import TextEmbedder, cpu_state, drop_pooler, publish_dir
+from musictext.target_space import BASIS_FILE
+from musictext.text_encoder import TextEmbedder, cpu_state, drop_pooler, publish_dir, space_from_config
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +87,14 @@ def build_checkpoint(model: TextEmbedder, metrics: dict, cfg: FamilyConfig) -> d
             "pooling": model.pooling,
             "max_length": model.max_length,
             "lowercase": model.lowercase,
-            "block_dim": model.head.block_dim,
+            "block_dim": model.block_dim,
             "family": cfg.family,
+            "head": model.head_kind,
+            "head_rank": model.head_rank,
+            "space": model.space.describe(),
         },
         "text_encoder_state_dict": cpu_state(model.tower),
-        "projection_state_dict": cpu_state(model.head),
+        "projection_state_dict": model.projection_state(),
         "metrics": checkpoint_metrics(metrics),
     }
 
@@ -126,7 +136,7 @@ def export_family(
     sources=None,
 ) -> dict:
     """Write ``{name}_best_r1.pt``, ``{name}_MODEL_CARD.md`` and ``{name}_text_embedder/``
-    (save_pretrained + model.onnx + README.md) into ``out_dir``.
+    (save_pretrained + model.onnx + README.md, + reduced_basis.npz for a pca/whiten space) into ``out_dir``.
 
     The card's data sources come from ``sources`` (see ``card.normalise_sources``) or, when not
     given, from the run's clips index dir ``clips_index``.
@@ -146,6 +156,8 @@ def export_family(
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
         local = Path(tmp) / "model"
         model.save_pretrained(local)
+        if model.space.reduces:
+            model.space.save_basis(str(local / BASIS_FILE))
         onnx = export_checked_onnx(model, local)  # first: a failed check leaves nothing in out_dir
         card = render_card(name=cfg.export.name, family=cfg.family, audio=audio_facts(cfg), text=text_facts(model),
                            metrics=ckpt["metrics"], sources=resolve_sources(clips_index, sources), onnx=onnx)
@@ -159,6 +171,7 @@ def export_family(
     return {"name": cfg.export.name, "checkpoint": ckpt_uri, "text_embedder": emb_uri, "model_card": card_uri,
             "audio_dim": model.target_dim, "bytes": len(buf.getvalue()),
             "onnx": storage.join(emb_uri, onnx["file"]), "onnx_bytes": onnx["bytes"],
+            "reduced_basis": storage.join(emb_uri, BASIS_FILE) if model.space.reduces else None,
             "onnx_max_abs_diff": onnx["max_abs_diff"], "onnx_seconds": round(onnx["seconds"], 3),
             "export_seconds": round(time.perf_counter() - t0, 3)}
 
@@ -186,8 +199,11 @@ def load_exported(path: str) -> TextEmbedder:
         pooling=cfg.get("pooling", "mean"),
         max_length=cfg.get("max_length", 64),
         lowercase=cfg.get("lowercase", True),
+        head=cfg.get("head", "blocks"),
+        head_rank=cfg.get("head_rank"),
+        space=space_from_config(cfg, cfg["audio_dim"]),
     )
-    model.head.load_state_dict(ckpt["projection_state_dict"])
+    model.load_projection_state(ckpt["projection_state_dict"])
     if model.text_dim != cfg["text_dim"]:
         raise ValueError(f"{path}: base model gives {model.text_dim}-D text, checkpoint says {cfg['text_dim']}")
     return model.eval()

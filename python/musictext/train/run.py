@@ -1,9 +1,13 @@
-"""The training program: ``python -m musictext.train.run`` (plain, or under ``torchrun``).
+"""The training program: ``python -m musictext.train`` (plain, or under ``torchrun``).
 
 Plain torch DDP rather than accelerate: the only distributed pieces we need are the process
-group torchrun describes (RANK/WORLD_SIZE/LOCAL_RANK), a DistributedSampler and DDP, and the
-contrastive loss must own its cross-rank gather explicitly — an extra wrapper would hide where
-the communication happens without removing any of it.
+group torchrun describes (RANK/WORLD_SIZE/LOCAL_RANK) and DDP, and the contrastive loss must own
+its cross-rank gather explicitly -- an extra wrapper would hide where the communication happens
+without removing any of it.
+
+Data streams from a node-local cache of the Parquet shards (train.stream), each rank reading its
+own blocks within a memory budget; checkpoints (train.checkpoint) hold everything needed to
+continue bit-exactly (on CPU) with ``--resume``.
 """
 
 from __future__ import annotations
@@ -13,29 +17,31 @@ import json
 import logging
 import math
 import os
+import random
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler
 
-from musictext import storage
+from musictext import layout, storage
 from musictext.config import FamilyConfig, StageConfig, load_family_config
-from musictext.metrics import chance_metrics, cosine_matrix, retrieval_metrics
 from musictext.hub import is_remote
+from musictext.layout import CHECKPOINTS, MODEL_DIR, STATE_FILE
 from musictext.logs import progress, setup_logging
-from musictext.layout import MODEL_DIR, STATE_FILE
-from musictext.pairs import SplitData, load_splits, target_dim
-from musictext.train.data import CaptionPairs, collate, first_caption_pairs
-from musictext.train.loss import build_loss
+from musictext.metrics import chance_metrics, metrics_from_ranks, rank_queries
+from musictext.pairs import target_dim
+from musictext.target_space import TargetSpace
 from musictext.text_encoder import TextEmbedder
+from musictext.train.checkpoint import CheckpointStore, rng_state, set_rng_state
+from musictext.train.loop import Objective, Position, TrainLoop, param_groups, warmup_cosine
+from musictext.train.loss import Catalogue, build_loss, clip_keys
+from musictext.train.stream import PairStream, build_cache, iter_rows, sample_targets
 
 log = logging.getLogger("musictext.train")
 
@@ -100,26 +106,23 @@ def stage_config(cfg: FamilyConfig, stage: int) -> StageConfig:
     return cfg.train.stage1 if stage == 1 else cfg.train.stage2
 
 
-# -- model and optimisation -----------------------------------------------------------------
-class Objective(nn.Module):
-    """Embedder + loss in one module, so DDP also synchronises the learnable temperature."""
-
-    def __init__(self, embedder: TextEmbedder, loss: nn.Module):
-        super().__init__()
-        self.embedder = embedder
-        self.loss = loss
-
-    def forward(self, input_ids, attention_mask, target):
-        return self.loss(self.embedder(input_ids, attention_mask), target)
-
-
-def build_text_embedder(cfg: FamilyConfig, dim: int, init_dir: str | None) -> TextEmbedder:
+# -- model ---------------------------------------------------------------------------------
+def build_text_embedder(cfg: FamilyConfig, index, init_dir: str | None, d: Dist) -> TextEmbedder:
+    """Stage 2 continues stage 1's model (its target space included); stage 1 starts from the
+    base text model with the configured target space fitted on a sample of training targets."""
+    dim = index.dim
     if init_dir:
         model = TextEmbedder.from_pretrained(storage.join(init_dir, MODEL_DIR))
         if model.target_dim != dim:
             raise ValueError(f"{init_dir}: model predicts {model.target_dim}-D, targets are {dim}-D")
         return model.train()
-    return TextEmbedder.from_base(cfg.text, dim).train()
+    space = None
+    if cfg.text.target_space != "raw":
+        sample = sample_targets(index, "train", cfg.text.space_fit_rows, cfg.train.seed)
+        space = TargetSpace.fit(cfg.text.target_space, sample, cfg.text.space_dim)
+        log.info("target space %s fitted on %d training targets: %d-D -> %d-D",
+                 cfg.text.target_space, len(sample), dim, space.dim)
+    return TextEmbedder.from_base(cfg.text, dim, space=space).train()
 
 
 def initial_temperature(st: StageConfig, init_dir: str | None) -> float:
@@ -131,52 +134,84 @@ def initial_temperature(st: StageConfig, init_dir: str | None) -> float:
     return st.temperature
 
 
-def param_groups(objective: Objective, st: StageConfig) -> list[dict]:
-    """Tower at ``lr``, head and temperature at ``head_lr``; no decay on biases/norms/scale."""
-    groups: dict[tuple[str, bool], list] = {}
-    for name, p in objective.named_parameters():
-        if not p.requires_grad:
-            continue
-        part = "tower" if name.startswith("embedder.tower.") else "head"
-        decay = p.ndim >= 2
-        groups.setdefault((part, decay), []).append(p)
-    return [
-        {
-            "params": params,
-            "lr": st.lr if part == "tower" else st.head_lr,
-            "weight_decay": st.weight_decay if decay else 0.0,
-            "name": f"{part}{'' if decay else '_nodecay'}",
-        }
-        for (part, decay), params in groups.items()
-    ]
+def build_catalogue(embedder: TextEmbedder, index, st: StageConfig, d: Dist) -> Catalogue:
+    """This rank's share of the training targets, in the training space, as float16 rows."""
+    limit = math.ceil(st.catalogue_size / d.world) if st.catalogue_size else None
+    vectors, keys, n = [], [], 0
+    with torch.no_grad():
+        for clip_ids, _tokens, targets in iter_rows(index, "train", d.rank, d.world):
+            take = len(clip_ids) if limit is None else min(len(clip_ids), limit - n)
+            rows = embedder.encode_targets(torch.from_numpy(targets[:take]).float().to(d.device))
+            vectors.append(rows.to(torch.float16))
+            keys.append(clip_keys(clip_ids[:take]))
+            n += take
+            if limit is not None and n >= limit:
+                break
+    return Catalogue(torch.cat(vectors), torch.cat(keys).to(d.device))
 
 
-def warmup_cosine(total_steps: int, warmup_ratio: float):
-    warmup = max(1, int(round(total_steps * warmup_ratio)))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        done = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
-
-    return factor
+# -- data -----------------------------------------------------------------------------------
+PHASES = {"clips": {1}, "songs": {2}, "all": None}
 
 
-# -- validation and saving ------------------------------------------------------------------
+def stage_phases(index, st: StageConfig, d: Dist) -> tuple[str, set[int] | None]:
+    """The stage's curriculum subset, or all clips when the subset cannot fill two batches per rank."""
+    phases = PHASES[st.data]
+    if phases is not None and index.rows("train", phases) < 2 * st.batch_size * d.world:
+        if d.main:
+            log.warning("stage wants %s but only %d such training clips exist (< 2 batches per rank); "
+                        "training on all clips", st.data, index.rows("train", phases))
+        return "all", None
+    return st.data, phases
+
+
+@dataclass
+class Validation:
+    """The validation queries (first caption per clip) and their raw targets, on rank 0."""
+
+    tokens: list[list[int]]
+    targets: np.ndarray  # [N, dim] float32
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def load_validation(index, cap: int) -> Validation:
+    tokens, targets, n = [], [], 0
+    for _ids, toks, rows in iter_rows(index, "valid"):
+        take = min(len(toks), cap - n)
+        tokens += [t[0] for t in toks[:take]]
+        targets.append(np.asarray(rows[:take], dtype=np.float32))
+        n += take
+        if n >= cap:
+            break
+    dim = index.dim
+    return Validation(tokens, np.concatenate(targets) if targets else np.zeros((0, dim), np.float32))
+
+
 @torch.no_grad()
-def validate(embedder: TextEmbedder, data: SplitData, pad_id: int, device, batch_size: int = 128) -> dict:
-    """Text→audio retrieval over the split's clips (query: each clip's first caption)."""
+def validate(embedder: TextEmbedder, data: Validation, pad_id: int, device, batch_size: int = 128) -> dict:
+    """Text->audio retrieval over the validation clips in the raw space Navidrome searches."""
+    if not len(data):
+        return {}
     embedder.eval()
-    pairs = first_caption_pairs(data)
-    make = collate(pad_id)
     out = []
-    for start in range(0, len(pairs), batch_size):
-        b = make(pairs[start : start + batch_size])
+    for start in range(0, len(data), batch_size):
+        b = pad_tokens(data.tokens[start : start + batch_size], pad_id)
         out.append(embedder(b["input_ids"].to(device), b["attention_mask"].to(device)).float().cpu().numpy())
     embedder.train()
-    sim = cosine_matrix(np.concatenate(out), data.targets)
-    return retrieval_metrics(sim, np.arange(len(pairs)))
+    labels = np.arange(len(data))
+    return metrics_from_ranks(rank_queries(np.concatenate(out), data.targets, labels, labels).ranks)
+
+
+def pad_tokens(token_lists: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    longest = max(len(t) for t in token_lists)
+    ids = torch.full((len(token_lists), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_lists), longest), dtype=torch.long)
+    for row, toks in enumerate(token_lists):
+        ids[row, : len(toks)] = torch.tensor(toks, dtype=torch.long)
+        mask[row, : len(toks)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def save_model(embedder: TextEmbedder, out_dir: str) -> None:
@@ -184,7 +219,7 @@ def save_model(embedder: TextEmbedder, out_dir: str) -> None:
 
 
 class Board:
-    """TensorBoard on rank 0; a bucket log dir is written locally and uploaded at close."""
+    """TensorBoard on rank 0; a bucket log dir is written locally and uploaded at each sync."""
 
     def __init__(self, log_dir: str | None, enabled: bool):
         self.writer = None
@@ -201,41 +236,97 @@ class Board:
             for key, value in values.items():
                 self.writer.add_scalar(key, value, step)
 
-    def close(self) -> None:
+    def sync(self) -> None:
+        """Flush, and upload to the bucket (at checkpoints: a killed run keeps its curves)."""
         if not self.writer:
             return
-        self.writer.close()
+        self.writer.flush()
         if self.remote:
             fs, path = storage.fs_for(self.remote)
             fs.put(self.local + "/", path, recursive=True)
 
+    def close(self) -> None:
+        if self.writer:
+            self.sync()
+            self.writer.close()
 
-# -- the loop -------------------------------------------------------------------------------
-def train_one_epoch(objective, loader, optimizer, scheduler, grad_clip, d: Dist, epoch: int, board) -> dict:
-    objective.train()
-    params = [p for p in objective.parameters() if p.requires_grad]
-    losses, seconds = [], []
-    batches = progress(loader, desc=f"epoch {epoch}", total=len(loader)) if d.main else loader
-    for batch in batches:
-        start = time.perf_counter()
-        batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-        out = objective(batch["input_ids"], batch["attention_mask"], batch["target"])
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
-        scheduler.step()
-        seconds.append(time.perf_counter() - start)
-        losses.append(float(out["loss"].detach()))
-        step = scheduler.last_epoch
-        if d.main and step % 10 == 0:
-            board.scalars({f"train/{key}": float(value.detach()) for key, value in out.items()}, step)
-    return {
-        "loss": mean_over_ranks(float(np.mean(losses)) if losses else float("nan"), d),
-        "steps": len(losses),
-        "seconds_per_step": float(np.mean(seconds)) if seconds else float("nan"),
-    }
+
+# -- checkpoints ----------------------------------------------------------------------------
+def gather_rng(d: Dist) -> list[dict]:
+    """Every rank's RNG states (rank order); ranks draw different dropout masks."""
+    mine = rng_state()
+    if d.world == 1:
+        return [mine]
+    states: list = [None] * d.world
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def save_checkpoint(store: CheckpointStore, loop: TrainLoop, pos: Position, history: dict, d: Dist,
+                    board: Board, valid_r1: float | None = None) -> None:
+    rngs = gather_rng(d)  # collective: every rank calls it
+    if d.main:
+        payload = {"loop": loop.state_dict(), "position": asdict(pos), "history": history,
+                   "rng": rngs, "world_size": d.world}
+        store.save(pos.optimizer_steps, payload, valid_r1)
+        board.sync()
+    barrier(d)
+
+
+def restore_checkpoint(store: CheckpointStore, loop: TrainLoop, d: Dist) -> tuple[Position, dict] | None:
+    if d.main:
+        store.clean_temporaries()
+    entry = store.latest()
+    if entry is None:
+        return None
+    payload = store.load(entry)
+    loop.load_state_dict(payload["loop"])
+    if payload["world_size"] == d.world:
+        set_rng_state(payload["rng"][d.rank])
+    elif d.main:
+        log.warning("checkpoint was written by %d processes, this run has %d: the data order and "
+                    "dropout continue but not bit-exactly", payload["world_size"], d.world)
+    pos = Position(**payload["position"])
+    if d.main:
+        log.info("resumed from %s: epoch %d, micro-step %d, optimiser step %d",
+                 entry.file, pos.epoch, pos.step, pos.optimizer_steps)
+    return pos, payload["history"]
+
+
+# -- the run --------------------------------------------------------------------------------
+def seed_everything(seed: int, rank: int) -> None:
+    """Per-rank seeds: ranks draw different dropout masks; data order has its own seeding."""
+    random.seed(seed * 1000 + rank)
+    np.random.seed(seed * 1000 + rank)
+    torch.manual_seed(seed * 1000 + rank)
+
+
+def check_inputs(args: argparse.Namespace, cfg: FamilyConfig) -> None:
+    """Fail before any expensive work: missing inputs, a data/config dimension mismatch."""
+    text = storage.join(args.text_dir, layout.TEXT)
+    if not storage.exists(text):
+        raise FileNotFoundError(f"{args.text_dir}: no {layout.TEXT} (is it the prepare-text output?)")
+    meta = storage.join(args.targets_dir, layout.META)
+    if not storage.exists(meta):
+        raise FileNotFoundError(f"{args.targets_dir}: no {layout.META} (is it a targets dataset?)")
+    missing = [u for u in layout.target_files(args.targets_dir) if not storage.exists(u)]
+    if missing:
+        raise FileNotFoundError(f"{args.targets_dir}: {len(missing)} target shard(s) missing, e.g. {missing[0]}")
+    dim, expected = target_dim(args.targets_dir), cfg.audio.target_dim
+    if dim != expected:
+        raise ValueError(f"{args.targets_dir}: targets are {dim}-D but the {cfg.family} config "
+                         f"({args.profile} profile) gives {expected}-D vectors; wrong family or profile?")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
+
+
+def cache_location(args: argparse.Namespace) -> str:
+    """Per-node local cache of tokenised pairs: next to a local out dir, else a temp dir."""
+    if args.cache_dir:
+        return args.cache_dir
+    if not is_remote(args.out_dir):
+        return os.path.join(storage.local_path(args.out_dir), "cache")
+    return os.path.join(tempfile.gettempdir(), "musictext-train-cache")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -243,101 +334,142 @@ def run(args: argparse.Namespace) -> dict:
     d = init_distributed()
     cfg = load_config(args)
     st = stage_config(cfg, args.stage)
-    torch.manual_seed(cfg.train.seed)
-    np.random.seed(cfg.train.seed)
+    check_inputs(args, cfg)
+    seed_everything(cfg.train.seed, d.rank)
     t0 = time.perf_counter()
+    budget = args.memory_budget or cfg.train.memory_budget_gib
 
-    dim = target_dim(args.targets_dir)
-    embedder = build_text_embedder(cfg, dim, args.init_dir)
+    index = build_cache(args.text_dir, args.targets_dir, cache_location(args), cfg.text.max_length)
+    embedder = build_text_embedder(cfg, index, args.init_dir, d)
     embedder.freeze(st.freeze_layers)
-    max_len = embedder.max_length
-    splits = load_splits(args.text_dir, args.targets_dir, ("train", "valid"), max_len)
-    train_data, valid_data = splits["train"], splits["valid"]
-    if len(train_data) < 2:
-        raise ValueError(f"{args.text_dir}: {len(train_data)} usable training clips; need at least 2")
     pad_id = embedder.tokenizer.pad_token_id or 0
+    subset, phases = stage_phases(index, st, d)
+    stream = PairStream(index, "train", st.batch_size, d.rank, d.world, cfg.train.seed, budget,
+                        phases=phases, pad_id=pad_id)
+    valid = load_validation(index, cfg.train.valid_max_clips) if d.main else Validation([], np.zeros((0, 0)))
 
     loss = build_loss(st, initial_temperature(st, args.init_dir))
     objective = Objective(embedder, loss).to(d.device)
+    if st.negatives == "catalogue":
+        loss.attach_catalogue(build_catalogue(embedder, index, st, d))
     model = objective
     if d.world > 1:
         ids = [d.device.index] if d.device.type == "cuda" else None
         model = DDP(objective, device_ids=ids, broadcast_buffers=False)
 
-    dataset = CaptionPairs(train_data, seed=cfg.train.seed)
-    # drop_last: no padding with repeated clips, which would put false negatives in a batch.
-    sampler = DistributedSampler(dataset, d.world, d.rank, shuffle=True, seed=cfg.train.seed, drop_last=True)
-    per_rank = len(sampler)
-    batch = min(st.batch_size, per_rank)
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=collate(pad_id),
-                        drop_last=per_rank >= 2 * batch)
-    total_steps = st.epochs * len(loader)
+    steps_per_epoch = stream.steps_per_epoch
+    updates_per_epoch = math.ceil(steps_per_epoch / st.grad_accum)
+    total_updates = st.epochs * updates_per_epoch
     optimizer = torch.optim.AdamW(param_groups(objective, st))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, st.warmup_ratio))
-
-    if d.main:
-        log.info(
-            "%s stage %d: %d train / %d valid clips, dim %d, world %d, batch %d/rank, %d steps",
-            cfg.family, args.stage, len(train_data), len(valid_data), dim, d.world, batch, total_steps,
-        )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_updates, st.warmup_ratio))
+    loop = TrainLoop(objective, model, optimizer, scheduler, precision=cfg.train.precision,
+                     grad_accum=st.grad_accum, grad_clip=cfg.train.grad_clip, device=d.device)
+    store = CheckpointStore(storage.join(args.out_dir, CHECKPOINTS), cfg.train.keep_checkpoints)
     board = Board(args.log_dir, d.main)
-    state = {
+    trainable, total = embedder.n_parameters()
+    history = {
         "family": cfg.family, "stage": args.stage, "epochs": st.epochs, "world_size": d.world,
-        "batch_size_per_rank": batch, "n_train": len(train_data), "n_valid": len(valid_data),
-        "target_dim": dim, "losses": [], "valid": [], "best_epoch": None, "best_valid_r1": None,
-        "valid_chance_r1": chance_metrics(len(valid_data))["R@1"] if len(valid_data) else None,
+        "batch_size_per_rank": st.batch_size, "grad_accum": st.grad_accum, "precision": loop.precision,
+        "n_train": index.rows("train", phases), "n_valid": len(valid), "data": subset,
+        "negatives": st.negatives, "target_space": cfg.text.target_space if not args.init_dir else None,
+        "params_trainable": trainable, "params_total": total, "memory": stream.memory_plan(),
+        "target_dim": index.dim, "losses": [], "valid": [], "best_epoch": None, "best_valid_r1": None,
+        "valid_chance_r1": chance_metrics(len(valid))["R@1"] if len(valid) else None,
+        "steps_per_epoch": steps_per_epoch, "resumed": [],
     }
-    best_key = (-1.0, -1.0)
-    if d.main and args.init_dir and len(valid_data):
+    pos = Position()
+    restored = restore_checkpoint(store, loop, d) if args.resume else None
+    if restored:
+        pos, history = restored
+        history["resumed"].append(pos.optimizer_steps)
+        # The batch order depends on the shuffle window: keep the one the run started with.
+        window = history["memory"]["window_rows"]
+        if window != stream.memory_plan()["window_rows"]:
+            stream = PairStream(index, "train", st.batch_size, d.rank, d.world, cfg.train.seed, budget,
+                                phases=phases, pad_id=pad_id, window_rows=window)
+    if d.main:
+        log.info("%s stage %d on %s: %d train / %d valid clips, dim %d, world %d, batch %d/rank x %d "
+                 "accumulated, %d steps/epoch, %s negatives, %s, data window %d rows",
+                 cfg.family, args.stage, subset, history["n_train"], len(valid), index.dim, d.world,
+                 st.batch_size, st.grad_accum, steps_per_epoch, st.negatives, loop.precision,
+                 history["memory"]["window_rows"])
+    if d.main and args.init_dir and len(valid) and not restored:
         # Stage 2 must not end worse than where it started: the initial model is "epoch 0".
-        vm0 = validate(embedder, valid_data, pad_id, d.device)
-        state["valid_init"] = vm0
-        best_key = (vm0["R@1"], vm0["MRR"])
-        state["best_epoch"], state["best_valid_r1"] = 0, vm0["R@1"]
+        vm0 = validate(embedder, valid, pad_id, d.device)
+        history["valid_init"] = vm0
+        history["best_epoch"], history["best_valid_r1"] = 0, vm0["R@1"]
         save_model(embedder, args.out_dir)
         log.info("initial model: valid R@1 %.3f MRR %.3f", vm0["R@1"], vm0["MRR"])
-    step_seconds = []
-    for epoch in range(1, st.epochs + 1):
-        sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        stats = train_one_epoch(model, loader, optimizer, scheduler, cfg.train.grad_clip, d, epoch, board)
-        step_seconds.append(stats["seconds_per_step"])
-        state["losses"].append(stats["loss"])
-        if d.main:
-            vm = validate(embedder, valid_data, pad_id, d.device) if len(valid_data) else {}
-            state["valid"].append(vm)
-            board.scalars({f"valid/{k}": v for k, v in vm.items()} | {"train/epoch_loss": stats["loss"]}, epoch)
-            key = (vm.get("R@1", 0.0), vm.get("MRR", 0.0)) if vm else (float(epoch), 0.0)
-            improved = key > best_key
-            if improved:
-                best_key = key
-                state["best_epoch"], state["best_valid_r1"] = epoch, vm.get("R@1")
-                save_model(embedder, args.out_dir)
-            log.info(
-                "epoch %d/%d loss %.4f valid R@1 %s MRR %s T %.4f %.2fs/step%s",
-                epoch, st.epochs, stats["loss"], _fmt(vm.get("R@1")), _fmt(vm.get("MRR")),
-                loss.temperature, stats["seconds_per_step"], " (best, saved)" if improved else "",
-            )
-            # One machine-readable line per epoch on stdout (the log goes to stderr).
-            print(json.dumps({"stage": args.stage, "epoch": epoch, "loss": stats["loss"],
-                              "valid": vm, "temperature": loss.temperature}), flush=True)
-        barrier(d)
 
-    state.update(
-        temperature=loss.temperature,
-        seconds=time.perf_counter() - t0,
-        seconds_per_step=float(np.nanmean(step_seconds)),
-        steps_per_epoch=len(loader),
-    )
+    step_seconds: list[float] = []
+    stopped = False
+    while pos.epoch <= st.epochs and not stopped:
+        batches = stream.batches(pos.epoch, pos.step)
+        bar = progress(batches, desc=f"epoch {pos.epoch}", total=steps_per_epoch - pos.step) if d.main else batches
+        for batch in bar:
+            start = time.perf_counter()
+            out = loop.micro_step(batch)
+            step_seconds.append(time.perf_counter() - start)
+            pos.step += 1
+            pos.loss_sum += out["loss"]
+            pos.loss_count += 1
+            if loop.pending:
+                continue
+            pos.optimizer_steps += 1
+            if d.main and pos.optimizer_steps % 10 == 0:
+                board.scalars({f"train/{k}": v for k, v in out.items()} | {"train/lr": loop.lr,
+                              "train/temperature": loss.temperature}, pos.optimizer_steps)
+            if cfg.train.checkpoint_every and pos.optimizer_steps % cfg.train.checkpoint_every == 0:
+                save_checkpoint(store, loop, pos, history, d, board)
+            if args.max_steps and pos.optimizer_steps >= args.max_steps:
+                stopped = True
+                break
+        if stopped and pos.step < steps_per_epoch:
+            if not (cfg.train.checkpoint_every and pos.optimizer_steps % cfg.train.checkpoint_every == 0):
+                save_checkpoint(store, loop, pos, history, d, board)
+            break
+        if loop.pending:  # an epoch's last, partial accumulation still updates the model
+            loop.optimizer_step()
+            pos.optimizer_steps += 1
+        valid_r1 = end_epoch(pos, history, embedder, valid, pad_id, d, board, loss, st, args)
+        pos.epoch, pos.step, pos.loss_sum, pos.loss_count = pos.epoch + 1, 0, 0.0, 0
+        save_checkpoint(store, loop, pos, history, d, board, valid_r1)
+
+    history.update(temperature=loss.temperature, seconds=time.perf_counter() - t0,
+                   seconds_per_step=float(np.mean(step_seconds)) if step_seconds else None,
+                   optimizer_steps=pos.optimizer_steps, finished=pos.epoch > st.epochs)
     if d.main:
-        storage.write_json(storage.join(args.out_dir, STATE_FILE), state)
-        log.info("done in %.1fs; best epoch %s valid R@1 %s", state["seconds"], state["best_epoch"],
-                 _fmt(state["best_valid_r1"]))
+        storage.write_json(storage.join(args.out_dir, STATE_FILE), history)
+        log.info("done in %.1fs; best epoch %s valid R@1 %s", history["seconds"], history["best_epoch"],
+                 _fmt(history["best_valid_r1"]))
     board.close()
     barrier(d)
     if d.world > 1:
         dist.destroy_process_group()
-    return state
+    return history
+
+
+def end_epoch(pos: Position, history: dict, embedder, valid: Validation, pad_id: int, d: Dist,
+              board: Board, loss, st: StageConfig, args) -> float | None:
+    """Epoch loss over ranks; on rank 0 validation, the best model saved, the epoch logged."""
+    epoch_loss = mean_over_ranks(pos.loss_sum / max(1, pos.loss_count), d)
+    history["losses"].append(epoch_loss)
+    if not d.main:
+        return None
+    vm = validate(embedder, valid, pad_id, d.device)
+    history["valid"].append(vm)
+    board.scalars({f"valid/{k}": v for k, v in vm.items()} | {"train/epoch_loss": epoch_loss}, pos.epoch)
+    best = history["best_valid_r1"]
+    improved = best is None or (vm.get("R@1", 0.0), vm.get("MRR", 0.0)) > (best, history.get("best_mrr", -1.0))
+    if improved:
+        history["best_epoch"], history["best_valid_r1"], history["best_mrr"] = pos.epoch, vm.get("R@1"), vm.get("MRR")
+        save_model(embedder, args.out_dir)
+    log.info("epoch %d/%d loss %.4f valid R@1 %s MRR %s T %.4f%s", pos.epoch, st.epochs, epoch_loss,
+             _fmt(vm.get("R@1")), _fmt(vm.get("MRR")), loss.temperature, " (best, saved)" if improved else "")
+    # One machine-readable line per epoch on stdout (the log goes to stderr).
+    print(json.dumps({"stage": args.stage, "epoch": pos.epoch, "loss": epoch_loss, "valid": vm,
+                      "temperature": loss.temperature}), flush=True)
+    return vm.get("R@1")
 
 
 def _fmt(x) -> str:
@@ -345,7 +477,7 @@ def _fmt(x) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m musictext.train.run", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m musictext.train", description=__doc__.splitlines()[0])
     p.add_argument("--family", help="muq | mert | music2latent (with --profile/--overrides-json)")
     p.add_argument("--profile", default="production")
     p.add_argument("--overrides-json", help="nested config overrides: inline JSON or a file path")
@@ -356,6 +488,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--init-dir", help="stage 2: the stage 1 out dir to start from")
     p.add_argument("--log-dir", help="TensorBoard directory (local or bucket)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in OUT_DIR/checkpoints (a fresh start if none)")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (checkpointed)")
+    p.add_argument("--memory-budget", type=float, metavar="GIB",
+                   help="host memory for training data per process (default: the config's)")
+    p.add_argument("--cache-dir", help="node-local cache of tokenised pairs (default: OUT_DIR/cache, "
+                   "or a temp dir when OUT_DIR is a bucket)")
     args = p.parse_args(argv)
     if not (args.family or args.config_json):
         p.error("one of --family or --config-json is required")

@@ -14,7 +14,7 @@ from musictext.config import FamilyConfig, load_family_config
 from musictext.layout import STATE_FILE
 
 # The training program every backend starts under torchrun.
-PROGRAM = "musictext.train.run"
+PROGRAM = "musictext.train"
 
 
 class _Frozen(BaseModel):
@@ -39,6 +39,11 @@ class TrainJobSpec(_Frozen):
     out_dir: str
     init_dir: str | None = None  # stage 2: the stage 1 out dir to start from
     log_dir: str | None = None  # TensorBoard
+    # Continue from the newest checkpoint in out_dir when there is one: a retried task (or a
+    # restarted job) picks up where the killed attempt stopped instead of starting over.
+    resume: bool = True
+    memory_budget_gib: float | None = Field(None, gt=0)  # None: the config's train.memory_budget_gib
+    max_steps: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _one_config_source(self) -> TrainJobSpec:
@@ -61,7 +66,7 @@ class TrainJobSpec(_Frozen):
         return self.config.family if self.config is not None else self.family
 
     def program_args(self) -> list[str]:
-        """Arguments of the training program, after ``torchrun [flags] -m musictext.train.run``."""
+        """Arguments of the training program, after ``torchrun [flags] -m musictext.train``."""
         if self.config is not None:
             args = ["--config-json", self.config.model_dump_json()]
         else:
@@ -74,6 +79,12 @@ class TrainJobSpec(_Frozen):
             args += ["--init-dir", self.init_dir]
         if self.log_dir:
             args += ["--log-dir", self.log_dir]
+        if self.resume:
+            args.append("--resume")
+        if self.memory_budget_gib:
+            args += ["--memory-budget", str(self.memory_budget_gib)]
+        if self.max_steps:
+            args += ["--max-steps", str(self.max_steps)]
         return args
 
 

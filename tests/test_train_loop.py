@@ -1,0 +1,186 @@
+"""The training step and its state: catalogue negatives, two ranks = one process, checkpoints,
+and a run killed or stopped at step k resuming bit-exactly (CPU)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from musictext.train.checkpoint import CheckpointStore
+from musictext.train.loss import Catalogue, ContrastiveLoss, clip_keys
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- catalogue negatives --------------------------------------------------------------------
+def test_catalogue_loss_is_cross_entropy_over_batch_and_catalogue():
+    torch.manual_seed(0)
+    text = F.normalize(torch.randn(4, 6), dim=-1).requires_grad_()
+    audio = F.normalize(torch.randn(4, 6), dim=-1)
+    extra = F.normalize(torch.randn(5, 6), dim=-1)
+    ids = [f"b{i}" for i in range(4)]
+    # The catalogue holds the batch's own targets too: they must not be counted twice.
+    catalogue = Catalogue(torch.cat([audio, extra]), clip_keys(ids + [f"x{i}" for i in range(5)]), chunk_rows=3)
+    loss = ContrastiveLoss(temperature=0.1, learn_temperature=False)
+    loss.attach_catalogue(catalogue)
+    got = loss(text, audio, keys=clip_keys(ids))
+    gallery = torch.cat([audio, extra.half().float()])
+    t2a = F.cross_entropy(10.0 * text @ gallery.T, torch.arange(4))
+    a2t = F.cross_entropy(10.0 * audio @ text.T, torch.arange(4))
+    assert float(got["infonce"]) == pytest.approx(float(0.5 * (t2a + a2t)), abs=1e-3)
+    got["loss"].backward()
+    assert text.grad is not None and torch.isfinite(text.grad).all()
+
+
+def test_catalogue_needs_the_clip_keys():
+    loss = ContrastiveLoss()
+    loss.attach_catalogue(Catalogue(torch.zeros(2, 3), clip_keys(["a", "b"])))
+    with pytest.raises(ValueError, match="clip keys"):
+        loss(F.normalize(torch.randn(2, 3), dim=-1), F.normalize(torch.randn(2, 3), dim=-1))
+
+
+def test_clip_keys_are_stable_and_distinct():
+    a = clip_keys(["x#0", "x#1", "y#0"])
+    assert a.tolist() == clip_keys(["x#0", "x#1", "y#0"]).tolist()
+    assert len(set(a.tolist())) == 3 and (a >= 0).all()
+
+
+# -- two ranks are one computation ----------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _steps(tiny_base_model, out: Path, negatives: str, world: int) -> dict:
+    worker = ["-m", "tests.train_step_worker", tiny_base_model, str(out), "--negatives", negatives]
+    if world == 1:
+        cmd = [sys.executable, *worker]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(world),
+               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), *worker]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'python'}")
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return load_file(str(out))
+
+
+@pytest.mark.parametrize("negatives", ["batch", "catalogue"])
+def test_two_ranks_equal_one_process_on_the_same_global_batches(tiny_base_model, tmp_path, negatives):
+    single = _steps(tiny_base_model, tmp_path / "single.safetensors", negatives, 1)
+    ranks = _steps(tiny_base_model, tmp_path / "ddp.safetensors", negatives, 2)
+    assert torch.allclose(single.pop("losses"), ranks.pop("losses"), atol=1e-5)
+    moved = 0
+    for name, value in single.items():
+        assert torch.allclose(value, ranks[name], atol=2e-5), name
+        moved += 1
+    assert moved > 10
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_checkpoints_keep_the_newest_and_the_best(tmp_path, where):
+    directory = str(tmp_path / "ck") if where == "local" else f"memory://ck-{os.getpid()}/checkpoints"
+    store = CheckpointStore(directory, keep=2)
+    for step, r1 in [(10, 0.5), (20, 0.9), (30, 0.2), (40, None), (50, 0.3)]:
+        store.save(step, {"step": step, "w": torch.full((3,), float(step))}, r1)
+    assert [e.step for e in store.entries()] == [20, 40, 50]  # best (0.9) + newest two
+    assert store.latest().step == 50 and store.best().step == 20
+    assert torch.equal(store.load(store.latest())["w"], torch.full((3,), 50.0))
+
+
+def test_an_unlisted_checkpoint_file_is_ignored(tmp_path):
+    store = CheckpointStore(str(tmp_path), keep=2)
+    store.save(5, {"x": 1})
+    (tmp_path / "step-00000009.pt").write_bytes(b"half a checkpoint")
+    assert store.latest().step == 5
+
+
+# -- resume ---------------------------------------------------------------------------------
+BLOCK = 16
+
+
+@pytest.fixture(scope="module")
+def toy(toy_dataset, tiny_base_model):
+    root, info = toy_dataset(n_clips=120, block_dim=BLOCK)
+    overrides = {
+        "audio": {"embed_dim": BLOCK},
+        "text": {"base_model": tiny_base_model, "hidden_dim": 32},
+        "train": {"checkpoint_every": 2, "keep_checkpoints": 10,
+                  "stage1": {"epochs": 3, "batch_size": 16, "lr": 1e-3, "head_lr": 5e-3,
+                             "negatives": "catalogue"}},
+    }
+    return {"root": root, "overrides": overrides, "text": str(root / "text"), "targets": str(root / "targets")}
+
+
+def _program(toy, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "musictext.train", "--family", "muq", "--profile", "demo",
+            "--overrides-json", json.dumps(toy["overrides"]), "--stage", "1", "--text-dir", toy["text"],
+            "--targets-dir", toy["targets"], "--out-dir", str(out), *extra]
+
+
+def _env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", MUSICTEXT_PROGRESS="0", HF_HUB_OFFLINE="1",
+                PYTHONPATH=str(ROOT / "python"))
+
+
+def _run(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+def _final(out: Path) -> tuple[dict, dict]:
+    store = CheckpointStore(str(out / "checkpoints"))
+    payload = store.load(store.latest())
+    return payload["loop"]["objective"], payload
+
+
+def _assert_same_state(a: Path, b: Path) -> None:
+    (sa, pa), (sb, pb) = _final(a), _final(b)
+    assert pa["position"] == pb["position"]
+    assert pa["history"]["losses"] == pb["history"]["losses"]
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert torch.equal(sa[name], sb[name]), name  # bit-exact on CPU
+    for group_a, group_b in zip(pa["loop"]["optimizer"]["state"].values(), pb["loop"]["optimizer"]["state"].values()):
+        assert all(torch.equal(group_a[k], group_b[k]) for k in ("exp_avg", "exp_avg_sq"))
+
+
+def test_stopped_at_step_k_and_resumed_equals_uninterrupted(toy, tmp_path):
+    _run(_program(toy, tmp_path / "straight", "--max-steps", "10"))
+    _run(_program(toy, tmp_path / "resumed", "--max-steps", "5"))
+    _run(_program(toy, tmp_path / "resumed", "--max-steps", "10", "--resume"))
+    _assert_same_state(tmp_path / "straight", tmp_path / "resumed")
+    state = json.load(open(tmp_path / "resumed" / "train_state.json"))
+    assert state["resumed"] == [5] and state["optimizer_steps"] == 10 and not state["finished"]
+
+
+def test_killed_mid_run_resumes_bit_exactly(toy, tmp_path):
+    _run(_program(toy, tmp_path / "straight"))
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_program(toy, out), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    listing = out / "checkpoints" / "checkpoints.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if listing.exists() and json.loads(listing.read_text())["checkpoints"][-1]["step"] >= 6:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = CheckpointStore(str(out / "checkpoints")).latest().step
+    _run(_program(toy, out, "--resume"))
+    _assert_same_state(tmp_path / "straight", out)
+    state = json.load(open(out / "train_state.json"))
+    assert state["resumed"] == [killed_at] and state["finished"]
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp") or ".tmp-" in p.name]
