@@ -126,7 +126,7 @@ def toy_with_tags(toy_dataset, tiny_base_model, tmp_path_factory):
     rows = {"clip_id": ids, "track_id": [i.split("#")[0] for i in ids], "source": ["toy"] * len(ids),
             "split": ["test"] * len(ids), "audio": [[] for _ in ids], "start_s": [0.0] * len(ids),
             "end_s": [1.0] * len(ids), "captions": [[] for _ in ids], "tags": [tags[i] for i in ids],
-            "licence": ["CC0-1.0"] * len(ids)}
+            "licence": ["CC0-1.0"] * len(ids), "phase": [1] * len(ids)}
     storage.write_parquet(str(shard / layout.CLIPS), pa.table(rows, schema=schema.CLIP_SCHEMA))
     index = tmp_path_factory.mktemp("index")
     storage.write_json(str(index / layout.INDEX), {"shards": [str(shard)], "targets": [], "rejected": []})

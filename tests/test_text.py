@@ -111,3 +111,36 @@ def test_no_usable_caption_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no usable captions"):
         prepare_text([shard], str(tmp_path / "text"), TextConfig())
     assert read_rejections(str(tmp_path / "text"))[-1]["item"] == "x#0"
+
+
+def test_phase_is_copied_and_old_shards_read_as_clips(tmp_path):
+    """A shard written before the phase column existed (CLIP_SCHEMA without it) reads as phase 1;
+    a full song (phase 2) keeps its phase on every caption row."""
+    new = _write_shard(tmp_path / "new", [{**_clip("song#0", ["a whole song", "the song again"]), "phase": 2},
+                                          {**_clip("clip#0", ["a short clip"]), "phase": 1}])
+    old_schema = pa.schema([f for f in schema.CLIP_SCHEMA if f.name != "phase"])
+    (tmp_path / "old").mkdir()
+    storage.write_parquet(str(tmp_path / "old" / layout.CLIPS),
+                          pa.Table.from_pylist([_clip("legacy#0", ["an old clip"])], schema=old_schema))
+    out = str(tmp_path / "text")
+    prepare_text([new, str(tmp_path / "old")], out, TextConfig())
+    table = storage.read_parquet(storage.join(out, layout.TEXT))
+    assert table.schema.equals(schema.TEXT_SCHEMA)
+    got = list(zip(table["clip_id"].to_pylist(), table["phase"].to_pylist()))
+    assert got == [("song#0", 2), ("song#0", 2), ("clip#0", 1), ("legacy#0", 1)]
+    assert storage.read_json(storage.join(out, layout.META))["clips_per_phase"] == {"1": 2, "2": 1}
+
+
+def test_phase_column_of_old_and_bad_tables():
+    assert schema.phase_column(pa.table({"clip_id": ["a", "b"]})).to_pylist() == [1, 1]
+    with_nulls = pa.table({"phase": pa.array([2, None], pa.int8())})
+    assert schema.phase_column(with_nulls).to_pylist() == [2, 1]
+    assert schema.phase_column(with_nulls).type == pa.int8()
+    with pytest.raises(ValueError, match=r"phase values \[3\]"):
+        schema.phase_column(pa.table({"phase": [1, 3]}))
+
+
+def test_a_shard_with_a_bad_phase_is_named(tmp_path):
+    shard = _write_shard(tmp_path / "a", [{**_clip("x#0", ["a clip"]), "phase": 5}])
+    with pytest.raises(ValueError, match=rf"clip shard {shard}: phase values \[5\]"):
+        prepare_text([shard], str(tmp_path / "text"), TextConfig())

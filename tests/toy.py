@@ -58,13 +58,13 @@ def write_toy_dataset(
     split = [schema.SPLITS[int(np.searchsorted(bounds, k, side="right"))] for k in range(n_clips)]
     clip_ids = [f"toy{k:05d}#0" for k in range(n_clips)]
 
-    rows = {"clip_id": [], "split": [], "caption_index": [], "text": [], "input_ids": []}
+    rows = {"clip_id": [], "split": [], "caption_index": [], "text": [], "input_ids": [], "phase": []}
     for k, (g, m, i) in enumerate(attrs):
         order = rng.permutation(len(TEMPLATES))[:captions_per_clip]
         for c, t in enumerate(order):
             text = TEMPLATES[t].format(genre=GENRES[g], mood=MOODS[m], inst=INSTRUMENTS[i])
             ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
-            for key, val in zip(rows, (clip_ids[k], split[k], c, text, ids)):
+            for key, val in zip(rows, (clip_ids[k], split[k], c, text, ids, 1)):
                 rows[key].append(val)
     storage.write_parquet(storage.join(text_dir, layout.TEXT), pa.table(rows, schema=schema.TEXT_SCHEMA))
     storage.write_json(storage.join(text_dir, layout.META), {"n_clips": n_clips, "toy": True})

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SPLITS = ("train", "valid", "test")
+# Training curriculum phase of a clip (``phase`` column): stage 1 trains on short clips, stage 2
+# on full songs (whole tracks, whose targets' robust and dmean blocks span many windows).
+CLIP_PHASE, SONG_PHASE = 1, 2
+PHASES = (CLIP_PHASE, SONG_PHASE)
 
 # One row per source track in a raw shard (JSON lines). ``path`` is relative to the shard dir.
 TRACK_FIELDS = ("track_id", "source", "split", "path", "captions", "tags", "licence")
@@ -38,6 +43,7 @@ CLIP_SCHEMA = pa.schema(
         ("captions", pa.list_(pa.string())),
         ("tags", pa.list_(pa.string())),
         ("licence", pa.string()),
+        ("phase", pa.int8()),  # PHASES; read it with ``phase_column``
     ]
 )
 
@@ -48,6 +54,7 @@ TEXT_SCHEMA = pa.schema(
         ("caption_index", pa.int32()),
         ("text", pa.string()),  # cleaned caption
         ("input_ids", pa.list_(pa.int32())),  # tokenised, truncated, unpadded
+        ("phase", pa.int8()),  # the clip's PHASES value; read it with ``phase_column``
     ]
 )
 
@@ -62,6 +69,19 @@ def target_schema(dim: int, dtype: str = "float32") -> pa.Schema:
             ("target", pa.list_(value, dim)),
         ]
     )
+
+
+def phase_column(table: pa.Table) -> pa.ChunkedArray:
+    """The ``phase`` of every row of a clips or text table, int8. Tables written before the
+    column existed, and rows without a value, are short clips (CLIP_PHASE): every source of
+    that time was cut into clips. ValueError for a value outside PHASES."""
+    if "phase" not in table.column_names:
+        return pa.chunked_array([pa.array([CLIP_PHASE] * table.num_rows, pa.int8())])
+    column = pc.fill_null(table["phase"], CLIP_PHASE).cast(pa.int8())
+    bad = pc.unique(pc.filter(column, pc.invert(pc.is_in(column, pa.array(PHASES, pa.int8()))))).to_pylist()
+    if bad:
+        raise ValueError(f"phase values {sorted(bad)} are not among {PHASES}")
+    return column
 
 
 def audio_ref_for(audio_refs: list[dict], rendering: str) -> dict:

@@ -76,11 +76,13 @@ class PathAudio(_Audio):
 
 
 class GeneratedAudio(_Audio):
-    """Rendered on the fly (the synthetic corpus): a pure function of (seed, index)."""
+    """Rendered on the fly (the synthetic corpus): a pure function of (seed, index) and which
+    sequence the index counts in, the short pieces or the full songs."""
 
     kind: Literal["generated"] = "generated"
     seed: int = Field(ge=0)
     index: int = Field(ge=0)
+    piece: Literal["clip", "song"] = "clip"
 
 
 Audio = Annotated[
@@ -108,6 +110,9 @@ class Record(BaseModel):
     clip_seconds: float | None = Field(default=None, gt=0)
     max_clips: int | None = Field(default=None, ge=1)
     whole_track: bool = False
+    # Training curriculum: 1 short clip (stage 1), 2 full song (stage 2). Unset: a whole-track
+    # item is a full song, anything cut into windows a clip (what every built-in source means).
+    phase: Literal[1, 2] | None = None
     meta: dict[str, Any] = {}  # source extras a person may want (artist, title, duration_s, bpm)
 
     @field_validator("track_id")
@@ -136,6 +141,12 @@ class Record(BaseModel):
             raise ValueError(f"end_s {self.end_s} is not after start_s {self.start_s}")
         return self
 
+    @model_validator(mode="after")
+    def _phase(self) -> Record:
+        if self.phase is None:
+            self.phase = schema.SONG_PHASE if self.whole_track else schema.CLIP_PHASE
+        return self
+
     def row(self) -> dict:
         return self.model_dump(mode="json")
 
@@ -150,7 +161,8 @@ def origin(audio) -> str:
         return f"{audio.urls[0]}!{audio.member}"
     if isinstance(audio, PathAudio):
         return storage.join(audio.root, audio.path)
-    return f"{audio.kind}:{audio.seed}:{audio.index}"
+    song = ":song" if audio.piece == "song" else ""
+    return f"{audio.kind}:{audio.seed}:{audio.index}{song}"
 
 
 def make_record(item: str, **fields) -> Record:

@@ -47,10 +47,28 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     return ids
 
 
+def read_captions(clips_dirs: list[str]) -> pa.Table:
+    """clip_id, split, captions and phase of every clip of the shards. Each shard is read whole:
+    one written before the ``phase`` column existed lacks it (``schema.phase_column``)."""
+    if not clips_dirs:
+        raise ValueError("no clip shard directories given")
+    tables = []
+    for shard_dir in clips_dirs:
+        table = layout.read_clips([shard_dir])
+        try:
+            phase = schema.phase_column(table)
+        except ValueError as err:
+            raise ValueError(f"clip shard {shard_dir}: {err}") from None
+        tables.append(pa.table({"clip_id": table["clip_id"], "split": table["split"], "captions": table["captions"],
+                                "phase": phase}))
+    return pa.concat_tables(tables)
+
+
 def _caption_rows(table: pa.Table, lowercase: bool, rejections: Rejections) -> tuple[list[dict], int]:
     rows, seen = [], set()
-    for clip_id, split, captions in zip(
-        table["clip_id"].to_pylist(), table["split"].to_pylist(), table["captions"].to_pylist()
+    for clip_id, split, captions, phase in zip(
+        table["clip_id"].to_pylist(), table["split"].to_pylist(), table["captions"].to_pylist(),
+        table["phase"].to_pylist(),
     ):
         if clip_id in seen:
             rejections.add(clip_id, "duplicate clip id across clip shards")
@@ -61,7 +79,7 @@ def _caption_rows(table: pa.Table, lowercase: bool, rejections: Rejections) -> t
             rejections.add(clip_id, "no caption left after cleaning")
             continue
         rows.extend(
-            {"clip_id": clip_id, "split": split, "caption_index": i, "text": text}
+            {"clip_id": clip_id, "split": split, "caption_index": i, "text": text, "phase": phase}
             for i, text in enumerate(cleaned)
         )
     return rows, len(seen)
@@ -70,9 +88,10 @@ def _caption_rows(table: pa.Table, lowercase: bool, rejections: Rejections) -> t
 def prepare_text(clips_dirs: list[str], out_dir: str, text_cfg: TextConfig) -> dict:
     """Write text.parquet (schema.TEXT_SCHEMA, one row per clip caption), meta.json, rejected.jsonl.
 
-    ``caption_index`` numbers a clip's cleaned, de-duplicated captions 0, 1, ...
+    ``caption_index`` numbers a clip's cleaned, de-duplicated captions 0, 1, ...; ``phase`` is the
+    clip's (1 short clip, 2 full song), for the training curriculum.
     """
-    table = layout.read_clips(clips_dirs, columns=["clip_id", "split", "captions"])
+    table = read_captions(clips_dirs)
     rejections = Rejections("prepare_text")
     rows, n_clips = _caption_rows(table, text_cfg.lowercase, rejections)
     rejections.write(out_dir)
@@ -92,6 +111,8 @@ def prepare_text(clips_dirs: list[str], out_dir: str, text_cfg: TextConfig) -> d
         "rows": len(rows),
         "clips": clips_kept,
         "splits": dict(Counter(r["split"] for r in rows)),
+        "clips_per_phase": {str(p): n for p, n in sorted(Counter(
+            r["phase"] for r in rows if r["caption_index"] == 0).items())},
         "at_max_length": sum(len(r["input_ids"]) >= text_cfg.max_length for r in rows),
     }
     storage.write_json(storage.join(out_dir, layout.META), meta)

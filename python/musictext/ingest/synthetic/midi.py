@@ -1,4 +1,5 @@
-"""The pretty_midi piece of a synthetic clip: a chord progression, a melody and drums."""
+"""The pretty_midi piece of a synthetic clip (a chord progression, a melody and drums), and of a
+full song (one such piece per section, one after another)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from musictext.ingest.synthetic.attributes import (
     FAMILY_BY_NAME,
     REGISTERS,
     SALT_MUSIC,
+    SALT_SONG_MUSIC,
     ClipSpec,
+    SongSpec,
 )
 
 # Scale steps of each mode, in semitones above the tonic.
@@ -132,9 +135,9 @@ def _drum_part(spec, n_bars, vel, rng) -> pretty_midi.Instrument:
     return kit
 
 
-def _trim(pm: pretty_midi.PrettyMIDI, duration: float) -> None:
+def _trim(instruments: list[pretty_midi.Instrument], duration: float) -> None:
     """Drop notes starting in the last 50 ms and cut the rest at the clip end."""
-    for inst in pm.instruments:
+    for inst in instruments:
         inst.notes = [
             pretty_midi.Note(n.velocity, n.pitch, n.start, min(n.end, duration))
             for n in inst.notes
@@ -142,9 +145,9 @@ def _trim(pm: pretty_midi.PrettyMIDI, duration: float) -> None:
         ]
 
 
-def build_midi(spec: ClipSpec) -> pretty_midi.PrettyMIDI:
-    """A chord progression in the key plus a melody (and drums) that follow the spec."""
-    rng = np.random.default_rng([spec.seed, SALT_MUSIC, spec.index])
+def _parts(spec: ClipSpec, rng: np.random.Generator) -> list[pretty_midi.Instrument]:
+    """A chord progression in the key plus a melody (and drums) that follow the spec, from 0 s
+    to ``spec.duration_s``."""
     family = FAMILY_BY_NAME[spec.family]
     intervals = _INTERVALS[spec.mode]
     progressions = _PROGRESSIONS[spec.mode]
@@ -155,13 +158,33 @@ def build_midi(spec: ClipSpec) -> pretty_midi.PrettyMIDI:
     vel = int(rng.integers(lo, hi + 1))
     base = _tonic_base(spec)
 
-    pm = pretty_midi.PrettyMIDI(initial_tempo=float(spec.bpm))
     inst = pretty_midi.Instrument(program=family.program, name=family.name)
     _melody(spec, inst, chords, base, intervals, vel, rng)
     if family.polyphonic:
         _accompaniment(spec, inst, chords, base, intervals, vel - 14, rng)
-    pm.instruments.append(inst)
+    parts = [inst]
     if spec.drums:
-        pm.instruments.append(_drum_part(spec, n_bars, vel, rng))
-    _trim(pm, spec.duration_s)
+        parts.append(_drum_part(spec, n_bars, vel, rng))
+    _trim(parts, spec.duration_s)
+    return parts
+
+
+def build_midi(spec: ClipSpec) -> pretty_midi.PrettyMIDI:
+    """The short piece of a spec."""
+    pm = pretty_midi.PrettyMIDI(initial_tempo=float(spec.bpm))
+    pm.instruments.extend(_parts(spec, np.random.default_rng([spec.seed, SALT_MUSIC, spec.index])))
+    return pm
+
+
+def build_song_midi(song: SongSpec) -> pretty_midi.PrettyMIDI:
+    """A full song: each section's piece (its own instruments, so a family change is a program
+    change) played from the section's start until the next section begins."""
+    pm = pretty_midi.PrettyMIDI(initial_tempo=float(song.sections[0].bpm))
+    for k, (section, start) in enumerate(zip(song.sections, song.starts)):
+        rng = np.random.default_rng([song.seed, SALT_SONG_MUSIC, song.index, k])
+        for inst in _parts(section, rng):
+            for note in inst.notes:
+                note.start += start
+                note.end += start
+            pm.instruments.append(inst)
     return pm

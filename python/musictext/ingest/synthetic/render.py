@@ -9,10 +9,11 @@ import subprocess
 import tempfile
 
 import numpy as np
+import pretty_midi
 import soundfile as sf
 
-from musictext.ingest.synthetic.attributes import ClipSpec
-from musictext.ingest.synthetic.midi import build_midi
+from musictext.ingest.synthetic.attributes import ClipSpec, SongSpec
+from musictext.ingest.synthetic.midi import build_midi, build_song_midi
 from musictext.rejects import ItemError
 
 SAMPLE_RATE = 44100
@@ -69,27 +70,39 @@ def render(spec: ClipSpec, fluidsynth: str | None = None, soundfont: str | None 
     """FluidSynth's stereo output, float32 [samples, 2] at 44.1 kHz, exactly ``spec.duration_s``
     long. Kept stereo (its reverb, chorus and panning make L and R differ) so that the demo
     exercises Music2Latent's two-channel path; deterministic for a spec."""
+    return render_midi(build_midi(spec), spec.duration_s, spec.track_id, fluidsynth, soundfont)
+
+
+def render_song(song: SongSpec, fluidsynth: str | None = None, soundfont: str | None = None) -> np.ndarray:
+    """A full song rendered like ``render``, ``song.duration_s`` long."""
+    return render_midi(build_song_midi(song), song.duration_s, song.track_id, fluidsynth, soundfont)
+
+
+def render_midi(pm: pretty_midi.PrettyMIDI, duration_s: float, item: str, fluidsynth: str | None = None,
+                soundfont: str | None = None) -> np.ndarray:
+    """``pm`` through FluidSynth: float32 [samples, 2] at 44.1 kHz, ``duration_s`` long; ItemError
+    naming ``item`` when FluidSynth fails or renders silence."""
     if fluidsynth is None or soundfont is None:
         fluidsynth, soundfont = check_renderer()
     with tempfile.TemporaryDirectory(prefix="musictext-render-") as tmp:
         mid, wav = os.path.join(tmp, "clip.mid"), os.path.join(tmp, "clip.wav")
-        build_midi(spec).write(mid)
+        pm.write(mid)
         # -ni: no MIDI input, no shell; -F renders the file faster than real time.
         cmd = [fluidsynth, "-ni", "-q", "-g", str(FLUIDSYNTH_GAIN), "-r", str(SAMPLE_RATE),
                "-F", wav, soundfont, mid]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(120.0, 2 * duration_s))
         if proc.returncode != 0 or not os.path.exists(wav):
             detail = proc.stderr.strip()[-300:]
-            raise ItemError(spec.track_id, f"fluidsynth failed (rc={proc.returncode}): {detail}")
+            raise ItemError(item, f"fluidsynth failed (rc={proc.returncode}): {detail}")
         stereo, rate = sf.read(wav, dtype="float32", always_2d=True)
     if rate != SAMPLE_RATE:
-        raise ItemError(spec.track_id, f"fluidsynth wrote {rate} Hz, expected {SAMPLE_RATE}")
+        raise ItemError(item, f"fluidsynth wrote {rate} Hz, expected {SAMPLE_RATE}")
     if stereo.shape[1] != CHANNELS:
-        raise ItemError(spec.track_id, f"fluidsynth wrote {stereo.shape[1]} channels, expected {CHANNELS}")
-    audio = _fit_length(stereo, int(round(spec.duration_s * SAMPLE_RATE)))
+        raise ItemError(item, f"fluidsynth wrote {stereo.shape[1]} channels, expected {CHANNELS}")
+    audio = _fit_length(stereo, int(round(duration_s * SAMPLE_RATE)))
     peak = float(np.abs(audio).max())
     if peak < SILENT_RENDER_PEAK:
-        raise ItemError(spec.track_id, f"rendered silence (peak {peak:.2e})")
+        raise ItemError(item, f"rendered silence (peak {peak:.2e})")
     if peak > 0.99:  # a dense loud clip: scale down rather than clip
         audio *= 0.99 / peak
     return audio
