@@ -122,9 +122,9 @@ def toy(toy_dataset, tiny_base_model):
     return {"root": root, "overrides": overrides, "text": str(root / "text"), "targets": str(root / "targets")}
 
 
-def _program(toy, out: Path, *extra: str) -> list[str]:
+def _program(toy, out: Path, *extra: str, overrides: dict | None = None) -> list[str]:
     return [sys.executable, "-m", "musictext.train", "--family", "muq", "--profile", "demo",
-            "--overrides-json", json.dumps(toy["overrides"]), "--stage", "1", "--text-dir", toy["text"],
+            "--overrides-json", json.dumps(overrides or toy["overrides"]), "--stage", "1", "--text-dir", toy["text"],
             "--targets-dir", toy["targets"], "--out-dir", str(out), *extra]
 
 
@@ -184,3 +184,42 @@ def test_killed_mid_run_resumes_bit_exactly(toy, tmp_path):
     state = json.load(open(out / "train_state.json"))
     assert state["resumed"] == [killed_at] and state["finished"]
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp") or ".tmp-" in p.name]
+
+
+# -- clear errors before expensive work -----------------------------------------------------
+def _args(toy, out: Path, overrides: dict, *extra: str):
+    from musictext.train.run import parse_args
+
+    return parse_args(_program(toy, out, *extra, overrides=overrides)[3:])
+
+
+@pytest.mark.parametrize("change, extra, message", [
+    ({"audio": {"embed_dim": 8}}, (), r"targets are 48-D but the muq config \(demo profile\) gives 24-D"),
+    ({"text": {"base_model": "/nonexistent/minilm"}}, (), r"base text model '/nonexistent/minilm' cannot be loaded"),
+    ({}, ("--memory-budget", "0.0001"), r"memory budget 0.0001 GiB cannot hold one batch of 16 x 48-D"),
+    ({}, ("--max-steps", "0"), r"--max-steps must be >= 1"),
+])
+def test_bad_setup_fails_before_the_cache_is_built(toy, tmp_path, change, extra, message):
+    from musictext.train.run import run
+
+    overrides = json.loads(json.dumps(toy["overrides"]))
+    for key, value in change.items():
+        overrides[key].update(value)
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        run(_args(toy, tmp_path / "out", overrides, *extra))
+    assert not (tmp_path / "out" / "cache").exists()
+
+
+def test_a_missing_target_shard_is_named(toy, tmp_path):
+    import shutil
+
+    from musictext.train.run import run
+
+    targets = tmp_path / "targets"
+    shutil.copytree(toy["targets"], targets)
+    (targets / "shards.json").write_text(json.dumps({"files": [str(targets / "targets.parquet"),
+                                                               str(targets / "gone.parquet")]}))
+    args = _args(toy, tmp_path / "out", toy["overrides"])
+    args.targets_dir = str(targets)
+    with pytest.raises(FileNotFoundError, match=r"1 target shard\(s\) missing, e.g. .*gone.parquet"):
+        run(args)

@@ -109,7 +109,11 @@ def read_jsonl(uri: str) -> Iterator[dict]:
 
 
 def write_parquet(uri: str, table: pa.Table) -> None:
-    _atomic(uri, lambda fs, tmp: pq.write_table(table, tmp, filesystem=fs))
+    # Dictionary-encode only the string columns: on float vectors (all distinct values) it costs
+    # time for nothing -- a 54 MB float16 4,096-D targets file wrote in 6.0 s instead of 2.5 s
+    # and read in 3.7 s instead of 0.8 s.
+    strings = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    _atomic(uri, lambda fs, tmp: pq.write_table(table, tmp, filesystem=fs, use_dictionary=strings))
 
 
 def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:

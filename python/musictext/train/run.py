@@ -28,10 +28,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
+from transformers import AutoConfig
 
 from musictext import layout, storage
 from musictext.config import FamilyConfig, StageConfig, load_family_config
-from musictext.hub import is_remote
+from musictext.hub import is_remote, resolve_pretrained
 from musictext.layout import CHECKPOINTS, MODEL_DIR, STATE_FILE
 from musictext.logs import progress, setup_logging
 from musictext.metrics import chance_metrics, metrics_from_ranks, rank_queries
@@ -41,7 +42,7 @@ from musictext.text_encoder import TextEmbedder
 from musictext.train.checkpoint import CheckpointStore, rng_state, set_rng_state
 from musictext.train.loop import Objective, Position, TrainLoop, param_groups, warmup_cosine
 from musictext.train.loss import Catalogue, build_loss, clip_keys
-from musictext.train.stream import PairStream, build_cache, iter_rows, sample_targets
+from musictext.train.stream import GIB, RUNTIME_RESERVE, PairStream, build_cache, iter_rows, sample_targets
 
 log = logging.getLogger("musictext.train")
 
@@ -318,6 +319,27 @@ def check_inputs(args: argparse.Namespace, cfg: FamilyConfig) -> None:
                          f"({args.profile} profile) gives {expected}-D vectors; wrong family or profile?")
     if args.max_steps is not None and args.max_steps < 1:
         raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
+    check_budget(args.memory_budget or cfg.train.memory_budget_gib, stage_config(cfg, args.stage).batch_size, dim)
+    if not args.init_dir:
+        check_base_model(cfg.text.base_model)
+
+
+def check_budget(budget_gib: float, batch_size: int, dim: int) -> None:
+    """The least any data window needs: two float32 batches and one stored row per batch slot
+    (the stream checks the exact figure, with the token sizes, once its cache is built)."""
+    least = batch_size * dim * (4 * 2 + 4) + RUNTIME_RESERVE
+    if budget_gib * GIB < least:
+        raise ValueError(f"memory budget {budget_gib} GiB cannot hold one batch of {batch_size} x {dim}-D "
+                         f"targets; at least {least / GIB:.3f} GiB is needed (--memory-budget / "
+                         f"train.memory_budget_gib)")
+
+
+def check_base_model(ref: str) -> None:
+    """The base text model's config loads (a typo or a missing mirror fails here, not after the cache)."""
+    try:
+        AutoConfig.from_pretrained(resolve_pretrained(ref))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"base text model {ref!r} cannot be loaded: {err}") from None
 
 
 def cache_location(args: argparse.Namespace) -> str:
