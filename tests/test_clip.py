@@ -119,6 +119,8 @@ def test_clips_table_and_counts(clipped):
                             "surround#0", "surround#1"]
     assert summary["tracks"] == 16 and summary["clips"] == 8 and summary["rejected"] == 11
     assert summary["renderings"] == RENDERINGS and summary["downmixed_tracks"] == 1
+    # Manifest rows without a phase (written before records carried one), none whole-track: clips.
+    assert {r["phase"] for r in rows.values()} == {schema.CLIP_PHASE} and summary["full_songs"] == 0
     assert rows["stereo#0"]["captions"] == ["two tones"]
     assert (rows["stereo#1"]["start_s"], rows["stereo#1"]["end_s"]) == (5.0, 10.0)
     assert rows["short#0"]["start_s"] == 0.0 and rows["short#0"]["end_s"] == pytest.approx(3.5)
@@ -333,3 +335,25 @@ def test_empty_shard_writes_an_empty_table(tmp_path):
     table = storage.read_parquet(str(tmp_path / "o" / layout.CLIPS))
     assert summary["clips"] == 0 and table.num_rows == 0 and table.schema.equals(schema.CLIP_SCHEMA)
     assert isinstance(table, pa.Table)
+
+
+def test_phase_from_the_manifest_row(tmp_path):
+    """A row's own phase wins; a row without one is a full song when whole-track, else a clip;
+    a phase outside schema.PHASES rejects the track."""
+    (tmp_path / "audio").mkdir()
+    sf.write(tmp_path / "audio" / "t.wav", _tone(12.0, 16000), 16000)
+    rows = [
+        {**_row("legacy-whole", "audio/t.wav"), "whole_track": True},
+        _row("legacy-windows", "audio/t.wav"),
+        {**_row("song", "audio/t.wav"), "whole_track": True, "phase": 2},
+        {**_row("long-clip", "audio/t.wav"), "whole_track": True, "phase": 1},
+        {**_row("bad", "audio/t.wav"), "phase": 3},
+    ]
+    (tmp_path / layout.MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = clip_shard(str(tmp_path), str(tmp_path / "o"), ["native"], CLIP_S, max_clips_per_track=3)
+    got = {r["clip_id"]: r["phase"] for r in storage.read_parquet(str(tmp_path / "o" / layout.CLIPS)).to_pylist()}
+    assert got == {"legacy-whole#0": 2, "legacy-windows#0": 1, "legacy-windows#1": 1, "legacy-windows#2": 1,
+                   "song#0": 2, "long-clip#0": 1}
+    assert summary["full_songs"] == 2
+    assert read_rejections(str(tmp_path / "o")) == [
+        {"stage": "clip", "item": "bad", "reason": "phase 3 is not one of (1, 2)"}]

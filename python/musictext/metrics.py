@@ -47,7 +47,8 @@ def metrics_from_ranks(ranks: np.ndarray) -> dict[str, float]:
 
 
 def retrieval_metrics(sim: np.ndarray, positives) -> dict[str, float]:
-    """``sim`` [Q, G]; ``positives``: gallery index per query, or a set of indices per query."""
+    """``sim`` [Q, G]; ``positives``: gallery index per query, or a set of indices per query.
+    ``blocked_retrieval_metrics`` gives the same from the vectors without a [Q, G] matrix."""
     return metrics_from_ranks(positive_ranks(sim, positives))
 
 
@@ -105,22 +106,49 @@ def _check_vectors(name: str, x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32 if x.dtype != np.float64 else np.float64, copy=False)
 
 
+def _relevant_cells(scores: np.ndarray, rel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, score) of every relevant cell, row after row, and where each row's cells start: a
+    query has a few relevant items, so these are far fewer than the block's cells."""
+    rows, cols = np.nonzero(rel)
+    return rows, scores[rows, cols], np.searchsorted(rows, np.arange(len(rel)))
+
+
+def _best_ranks(scores: np.ndarray, rows: np.ndarray, values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Pessimistic 1-based rank of each query's best relevant item, from the relevant cells' rows
+    and scores, row after row (at least one per row; ``starts``: where each row's begin): every
+    item scoring >= it ranks above it, except the relevant ones, which can only tie it."""
+    best = np.maximum.reduceat(values, starts)
+    best_ties = np.add.reduceat((values == best[rows]).astype(np.int64), starts)
+    return 1 + (scores >= best[:, None]).sum(axis=1) - best_ties
+
+
+def _top_relevant(rows: np.ndarray, values: np.ndarray, starts: np.ndarray, kk: int) -> np.ndarray:
+    """[B, kk]: each query's kk best relevant scores, descending, -inf where it has fewer."""
+    order = np.lexsort((-values, rows))
+    rows, values = rows[order], values[order]
+    j = np.arange(len(rows)) - starts[rows]
+    keep = j < kk
+    out = np.full((len(starts), kk), -np.inf, dtype=values.dtype)
+    out[rows[keep], j[keep]] = values[keep]
+    return out
+
+
 def _rank_block(scores: np.ndarray, rel: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ranks, AP@k, top-k indices) of one block of queries: ``scores``/``rel`` are [B, G]."""
+    """(ranks, AP@k, top-k indices) of one block of queries: ``scores``/``rel`` are [B, G], every
+    query with at least one relevant item."""
     n_gallery = scores.shape[1]
     kk = min(k, n_gallery)
-    pos = np.where(rel, scores, -np.inf)
+    rows, values, starts = _relevant_cells(scores, rel)
+    ranks = _best_ranks(scores, rows, values, starts)
+    top_pos = _top_relevant(rows, values, starts, kk)  # [B, kk] descending
     neg = np.where(rel, -np.inf, scores)
-    best = pos.max(axis=1)
-    ranks = 1 + (neg >= best[:, None]).sum(axis=1)
     # AP@k needs only the kk best relevant and the kk best non-relevant scores of each query:
     # a relevant item with kk non-relevant items at or above it lies beyond position k.
-    top_pos = -np.sort(np.partition(-pos, kk - 1, axis=1)[:, :kk], axis=1)  # [B, kk] descending
     top_neg = -np.sort(np.partition(-neg, kk - 1, axis=1)[:, :kk], axis=1)
     neg_at_or_above = (top_neg[:, None, :] >= top_pos[:, :, None]).sum(axis=2)  # [B, kk]
     j = np.arange(kk)
     position = 1 + j[None, :] + neg_at_or_above
-    n_rel = rel.sum(axis=1)
+    n_rel = np.diff(np.append(starts, len(rows)))
     hit = (j[None, :] < n_rel[:, None]) & (position <= k)
     precision = np.where(hit, (j[None, :] + 1) / position, 0.0)
     ap = precision.sum(axis=1) / np.minimum(n_rel, k)
@@ -158,7 +186,7 @@ def rank_queries(
         raise ValueError(f"k ({k}) and block ({block}) must be >= 1")
     if normalise:
         queries, gallery = _unit_rows(queries), _unit_rows(gallery)
-    step = max(1, min(block, MAX_BLOCK_CELLS // len(gallery)))
+    step = _block_rows(len(gallery), block)
     parts = []
     for start in range(0, len(queries), step):
         rel = q_lab[start : start + step, None] == g_lab[None, :]
@@ -173,6 +201,53 @@ def rank_queries(
     ranks, ap, top, n_rel = (np.concatenate(p) for p in zip(*parts))
     return Ranking(ranks=ranks, ap=ap, n_relevant=n_rel.astype(np.int64), top=top,
                    n_gallery=len(gallery), k=k)
+
+
+def _block_rows(n_gallery: int, block: int) -> int:
+    """Queries per block: ``block``, fewer when the gallery is so large that block x gallery
+    would pass MAX_BLOCK_CELLS."""
+    if block < 1:
+        raise ValueError(f"block ({block}) must be >= 1")
+    return max(1, min(block, MAX_BLOCK_CELLS // max(1, n_gallery)))
+
+
+def blocked_positive_ranks(queries: np.ndarray, gallery: np.ndarray, positives,
+                           block: int = RANK_BLOCK) -> np.ndarray:
+    """``positive_ranks(cosine_matrix(queries, gallery), positives)`` (same pessimistic ties)
+    with ``block`` queries scored at a time: memory block x G, never Q x G.
+
+    The same numbers up to BLAS rounding: a block's product may differ from the same rows of
+    the whole product in the last bit, so a rank can move only where two cosines are that close."""
+    queries = _check_vectors("queries", queries)
+    gallery = _check_vectors("gallery", gallery)
+    if queries.shape[1] != gallery.shape[1]:
+        raise ValueError(f"queries are {queries.shape[1]}-D but the gallery is {gallery.shape[1]}-D")
+    sets = _positive_sets(positives, len(queries))
+    sizes = np.array([len(p) for p in sets], dtype=np.int64)
+    if (sizes == 0).any():
+        raise ValueError(f"query {int(np.flatnonzero(sizes == 0)[0])} has no positive")
+    rows = np.repeat(np.arange(len(sets)), sizes)
+    cols = np.fromiter((i for p in sets for i in p), dtype=np.int64, count=int(sizes.sum()))
+    if cols.size and (cols.min() < 0 or cols.max() >= len(gallery)):
+        raise ValueError(f"positive indices must be in 0..{len(gallery) - 1}, got {cols.min()}..{cols.max()}")
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    queries, gallery = _unit_rows(queries), _unit_rows(gallery)  # cosine_matrix's normalisation
+    step = _block_rows(len(gallery), block)
+    ranks = []
+    for lo in range(0, len(queries), step):
+        hi = min(lo + step, len(queries))
+        cells = slice(starts[lo], starts[hi])
+        scores = queries[lo:hi] @ gallery.T
+        ranks.append(_best_ranks(scores, rows[cells] - lo, scores[rows[cells] - lo, cols[cells]],
+                                 starts[lo:hi] - starts[lo]))
+    return np.concatenate(ranks).astype(np.int64) if ranks else np.zeros(0, np.int64)
+
+
+def blocked_retrieval_metrics(queries: np.ndarray, gallery: np.ndarray, positives,
+                              block: int = RANK_BLOCK) -> dict[str, float]:
+    """``retrieval_metrics(cosine_matrix(queries, gallery), positives)`` computed in blocks
+    (``blocked_positive_ranks``): for validation over thousands of clips."""
+    return metrics_from_ranks(blocked_positive_ranks(queries, gallery, positives, block))
 
 
 def ranking_metrics(ranking: Ranking) -> dict[str, float]:

@@ -2,10 +2,13 @@
 families' upload paths read (``schema.RENDERINGS``; each family config's ``clip_rendering``).
 
 A track is decoded once (soundfile, float32, all channels: what librosa.load and
-music2latent's file reader decode) and cut into consecutive windows of ``clip_seconds`` at the
-source rate. A clip file holds exactly the clip's audio: a short final part (at least
+music2latent's file reader decode), only as far as its clips reach (``decode_track``: a clip of
+a 3-hour file costs what a clip of a song does), and cut into consecutive windows of
+``clip_seconds`` at the source rate. A clip file holds exactly the clip's audio: a short final part (at least
 ``min_seconds``) is kept at its own length, not padded, because the upload path embeds the file
-as it is. Renderings:
+as it is. A full song (a ``whole_track`` record) is one clip of its whole span. Every clip
+carries its track's curriculum ``phase`` (1 short clip, 2 full song; ``track_phase``).
+Renderings:
 
 - ``native``: the clip's samples as decoded (source rate, all source channels). MuQ-MuLan and
   MERT load it as Navidrome loads a file (librosa: channel mean, soxr_hq to 24 kHz), so their
@@ -44,13 +47,15 @@ import logging
 import math
 import os
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import soundfile as sf
+import torch
 
 from musictext import layout, schema, storage
-from musictext.audio.decode import load_channels
+from musictext.audio.decode import check_waveform, open_audio
 from musictext.config import load_family_config, m2l_native_rate_override
 from musictext.logs import progress
 from musictext.rejects import ItemError, Rejections, json_lines
@@ -215,13 +220,41 @@ def _clean_captions(track: dict) -> list[str]:
 # ----------------------------------------------------------------------------- audio
 
 
-def decode_track(item: str, uri: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(samples [n, channels] float32 as decoded, their mono mix [n], rate), checked: every
-    failure (missing, undecodable, empty, NaN, silent) is an ItemError naming the item."""
-    waveform, rate = load_channels(item, uri)
-    audio = np.ascontiguousarray(waveform.numpy().T)
+@dataclass(frozen=True)
+class TrackPart:
+    """The part of a track's file that its clips cover, decoded: ``audio`` [n, channels] float32 as
+    decoded and its channel mean ``mono`` [n], at ``rate``, from sample ``first`` of the file on.
+    ``span``: samples in the track's whole span (manifest start_s/end_s, else the file)."""
+
+    audio: np.ndarray
+    mono: np.ndarray
+    rate: int
+    first: int
+    span: int
+
+
+def decode_track(item: str, uri: str, track: dict, clip_seconds: float, max_clips: int) -> TrackPart:
+    """Decode only the frames the track's clips take: its span's first ``max_clips`` windows (the
+    whole span for ``whole_track``), so memory follows the clips, not the file. The samples are
+    those a whole-file decode holds there (``open_audio``), and the clips are cut from them before
+    any rendering resamples, so every rendering is unchanged. Checked: every failure (missing,
+    undecodable, empty, NaN, silent in what is read) is an ItemError naming the item."""
+    with open_audio(item, uri) as file:
+        rate = file.rate
+        if file.frames == 0:
+            raise ItemError(item, "zero-length audio")
+        first, last = track_span(track, file.frames, rate)
+        window, windows = track_policy(track, clip_seconds, max_clips, (last - first) / rate)
+        spans = clip_spans(last - first, rate, window, windows, min_seconds=0.0)
+        needed = spans[-1][2] if spans else 0
+        # Up to the file's end, the header's frame count (an estimate for some MP3s) is not trusted.
+        to_end = track.get("end_s") is None and needed >= last - first
+        audio = file.read(first, -1 if to_end else needed)
+    if len(audio):
+        check_waveform(item, torch.from_numpy(audio))
     # The channel mean, as librosa mixes: the signal MuQ-MuLan and MERT see, judged for silence.
-    return audio, audio.mean(axis=1, dtype=np.float32), rate
+    mono = audio.mean(axis=1, dtype=np.float32)
+    return TrackPart(audio, mono, rate, first, len(audio) if to_end else last - first)
 
 
 def clip_spans(samples: int, rate: int, clip_seconds: float, max_clips: int,
@@ -298,23 +331,34 @@ def track_policy(track: dict, clip_seconds: float, max_clips: int, span_seconds:
     return float(track.get("clip_seconds") or clip_seconds), int(track.get("max_clips") or max_clips)
 
 
+def track_phase(track: dict) -> int:
+    """The manifest row's curriculum phase (schema.PHASES); rows written before records carried
+    one: a whole track is a full song, anything cut into windows a short clip."""
+    phase = track.get("phase")
+    if phase is None:
+        return schema.SONG_PHASE if track.get("whole_track") else schema.CLIP_PHASE
+    if phase not in schema.PHASES:
+        raise ItemError(str(track["track_id"]), f"phase {phase!r} is not one of {schema.PHASES}")
+    return int(phase)
+
+
 def _clip_track(track, raw_dir, out_dir, renderings, clip_seconds, max_clips, min_seconds, clip_format,
                 rejections, stats):
     track_id = str(track["track_id"])
     captions = _clean_captions(track)
+    phase = track_phase(track)
     try:
-        audio, mono, rate = decode_track(track_id, resolve_audio(raw_dir, str(track["path"])))
+        part = decode_track(track_id, resolve_audio(raw_dir, str(track["path"])), track, clip_seconds, max_clips)
     except ItemError as err:
         if track.get("origin"):  # the file the user can fix, not our copy of it
             raise ItemError(err.item, f"{err.reason} (from {track['origin']})") from None
         raise
-    first, last = track_span(track, len(mono), rate)
-    audio, mono = audio[first:last], mono[first:last]
-    if len(mono) < min_seconds * rate:
-        raise ItemError(track_id, f"too short: {len(mono) / rate:.2f} s < min_seconds {min_seconds}")
+    audio, mono, rate, first = part.audio, part.mono, part.rate, part.first
+    if part.span < min_seconds * rate:
+        raise ItemError(track_id, f"too short: {part.span / rate:.2f} s < min_seconds {min_seconds}")
     if audio.shape[1] > 2:
         stats["downmixed_tracks"] += 1
-    window, windows = track_policy(track, clip_seconds, max_clips, len(mono) / rate)
+    window, windows = track_policy(track, clip_seconds, max_clips, part.span / rate)
     rows = []
     for k, start, stop in clip_spans(len(mono), rate, window, windows, min(min_seconds, window)):
         clip_id = f"{track_id}#{k}"
@@ -334,6 +378,7 @@ def _clip_track(track, raw_dir, out_dir, renderings, clip_seconds, max_clips, mi
                 "captions": captions,
                 "tags": [str(t) for t in track.get("tags") or []],
                 "licence": str(track["licence"]),
+                "phase": phase,
             }
         )
     return rows
@@ -387,6 +432,7 @@ def clip_shard(
     return {
         "tracks": entries,
         "clips": len(rows),
+        "full_songs": sum(r["phase"] == schema.SONG_PHASE for r in rows),  # of the clips
         "tracks_clipped": len({r["track_id"] for r in rows}),
         "rejected": len(rejections),
         "renderings": renderings,

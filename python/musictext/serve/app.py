@@ -19,7 +19,7 @@ from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field, field_validator
 
 from musictext.audio.families import FAMILY_NAMES
-from musictext.captions import clean_caption
+from musictext.captions import MAX_QUERY_CHARS, clean_query
 from musictext.config import load_family_config
 from musictext.exports import export_name, family_of
 from musictext.serve.batching import MicroBatcher
@@ -33,8 +33,9 @@ KNOWN_MODELS: tuple[str, ...] = tuple(export_name(f) for f in FAMILY_NAMES)
 # A query is a short description ("slow sad piano"). The tower reads at most its max_length
 # tokens (64 by default, ~300 characters) and truncates the rest, so 2,000 characters leaves
 # room for any real query while bounding what one request costs (tokenising is linear in the
-# text, and a batch pads every query to its longest one). Longer input is refused, not cut.
-MAX_TEXT_CHARS = 2000
+# text, and a batch pads every query to its longest one). Longer input is refused, not cut, and
+# refused before it is cleaned (pydantic checks max_length before the validators below run).
+MAX_TEXT_CHARS = MAX_QUERY_CHARS
 FAMILY_TITLES = {"muq": "MuQ-MuLan", "mert": "MERT-v1-330M", "music2latent": "Music2Latent"}
 
 
@@ -50,7 +51,8 @@ class EmbedRequest(BaseModel):
         # a text that cleans to nothing would embed as an empty sentence: a meaningless vector.
         if not text.strip():
             raise ValueError("text is empty or only whitespace")
-        if not clean_caption(text, lowercase=False):
+        # clean_query refuses an oversized text again, should this model ever lose its max_length.
+        if not clean_query(text, lowercase=False):
             raise ValueError("text has no words once markup and control characters are removed")
         return text
 
