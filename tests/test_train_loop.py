@@ -61,21 +61,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _steps(tiny_base_model, out: Path, negatives: str, world: int) -> dict:
+def _steps(tiny_base_model, out: Path, negatives: str, nodes: int) -> dict:
+    """One process, or ``nodes`` torchrun "nodes" on 127.0.0.1 (one process each, static rendezvous)."""
     worker = ["-m", "tests.train_step_worker", tiny_base_model, str(out), "--negatives", negatives]
-    if world == 1:
-        cmd = [sys.executable, *worker]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(world),
-               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), *worker]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'python'}")
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if nodes == 1:
+        cmds = [[sys.executable, *worker]]
+    else:
+        port = _free_port()
+        cmds = [[sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--node-rank", str(rank),
+                 "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port), *worker]
+                for rank in range(nodes)]
+    procs = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for c in cmds]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(procs), "\n".join(o[-3000:] for o in outputs)
     return load_file(str(out))
 
 
 @pytest.mark.parametrize("negatives", ["batch", "catalogue"])
-def test_two_ranks_equal_one_process_on_the_same_global_batches(tiny_base_model, tmp_path, negatives):
+def test_two_nodes_equal_one_process_on_the_same_global_batches(tiny_base_model, tmp_path, negatives):
     single = _steps(tiny_base_model, tmp_path / "single.safetensors", negatives, 1)
     ranks = _steps(tiny_base_model, tmp_path / "ddp.safetensors", negatives, 2)
     assert torch.allclose(single.pop("losses"), ranks.pop("losses"), atol=1e-5)
@@ -84,6 +89,41 @@ def test_two_ranks_equal_one_process_on_the_same_global_batches(tiny_base_model,
         assert torch.allclose(value, ranks[name], atol=2e-5), name
         moved += 1
     assert moved > 10
+
+
+def test_accumulated_micro_batches_step_like_their_whole_batch(tiny_base_model):
+    """grad_accum 2 on two halves = one step on the whole batch, for a loss that is a mean over
+    rows (contrastive negatives, by design, stay within a micro-batch)."""
+    from musictext.config import StageConfig, TextConfig
+    from musictext.text_encoder import TextEmbedder
+    from musictext.train.loop import Objective, TrainLoop, param_groups, warmup_cosine
+    from tests.train_step_worker import global_batches
+
+    class MeanGap(torch.nn.Module):
+        def forward(self, text, audio):
+            return {"loss": 1.0 - (text * audio).sum(-1).mean()}
+
+    def trained(accum: int) -> dict:
+        torch.manual_seed(0)
+        embedder = TextEmbedder.from_base(TextConfig(base_model=tiny_base_model, hidden_dim=32), 24)
+        embedder.tower.eval()
+        objective = Objective(embedder, MeanGap())
+        st = StageConfig(lr=1e-3, head_lr=1e-2)
+        optimizer = torch.optim.AdamW(param_groups(objective, st))
+        loop = TrainLoop(objective, objective, optimizer,
+                         torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(4, 0.25)),
+                         precision="fp32", grad_accum=accum, grad_clip=0.0, device=torch.device("cpu"))
+        for batch in global_batches(2, embedder.tokenizer.vocab_size):
+            batch.pop("clip_ids")
+            halves = [{k: v[:4] for k, v in batch.items()}, {k: v[4:] for k, v in batch.items()}]
+            for part in (halves if accum == 2 else [batch]):
+                loop.micro_step(part)
+        assert loop.scheduler.last_epoch == 2  # optimiser steps, not micro-batches
+        return objective.state_dict()
+
+    whole, accumulated = trained(1), trained(2)
+    for name in whole:
+        assert torch.allclose(whole[name], accumulated[name], atol=1e-6), name
 
 
 # -- checkpoints ----------------------------------------------------------------------------

@@ -159,6 +159,22 @@ def _front_matter(family: str, base_model: str) -> str:
     ]) + "\n"
 
 
+def head_description(text: dict) -> str:
+    """The head's shape and the target space it predicts, in words."""
+    space = text.get("space") or {"kind": "raw"}
+    if text.get("head") == "lowrank":
+        out = f"shared {text['hidden_dim']}-D trunk, a rank-{text['head_rank']} output layer"
+    elif space["kind"] in ("pca", "whiten"):
+        out = f"shared {text['hidden_dim']}-D trunk, one linear output"
+    else:
+        out = f"shared {text['hidden_dim']}-D trunk, one linear output per block"
+    if space["kind"] == "raw":
+        return out
+    words = {"standardise": "standardised coordinates", "pca": f"{space['k']} PCA coordinates",
+             "whiten": f"{space['k']} whitened PCA coordinates"}[space["kind"]]
+    return f"{out}, predicting {words} of the targets that a fixed map returns to the audio space"
+
+
 def render_card(*, name: str, family: str, audio: dict, text: dict, metrics: dict, sources: dict,
                 onnx: dict | None = None) -> str:
     """The card's Markdown. ``audio``: model, target_dim, window_dim, sample_rate, random_init;
@@ -185,7 +201,7 @@ def render_card(*, name: str, family: str, audio: dict, text: dict, metrics: dic
         "## Model\n",
         f"- Base text model `{text['base_model']}` ({text['text_dim']}-D, {text['pooling']} pooling, "
         f"max {text['max_length']} tokens, {'lower-cased' if text['lowercase'] else 'cased'} after caption cleaning), "
-        f"then a head (shared {text['hidden_dim']}-D trunk, one linear output per block); "
+        f"then a head ({head_description(text)}); "
         f"{text['parameters'] / 1e6:.1f} M parameters.",
         "- Trained contrastively (InfoNCE), then InfoNCE + MSE to the audio targets.\n",
         "## Training data\n",

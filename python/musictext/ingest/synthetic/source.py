@@ -64,40 +64,27 @@ class SyntheticOptions(SourceOptions):
         return make_song_spec(seed, index, self.song_min_seconds, self.song_max_seconds)
 
 
+def _record(track_id: str, split: str, captions: list[str], tags: list[str], audio: GeneratedAudio,
+            meta: dict, **extra) -> Record:
+    """A generated item's record: its own group, the generated licence."""
+    return make_record(track_id, track_id=track_id, source=SOURCE, split=split, captions=captions, tags=tags,
+                       licence=LICENCE, audio=audio, group=f"{SOURCE}:{track_id}", meta=meta, **extra)
+
+
 def record_for(spec: ClipSpec) -> Record:
     """The record of a synthetic piece (the whole rendered piece is the item)."""
-    return make_record(
-        spec.track_id,
-        track_id=spec.track_id,
-        source=SOURCE,
-        split=spec.split,
-        captions=captions_for(spec),
-        tags=tags_for(spec),
-        licence=LICENCE,
-        audio=GeneratedAudio(seed=spec.seed, index=spec.index),
-        group=f"{SOURCE}:{spec.track_id}",
-        meta={"duration_s": spec.duration_s},
-    )
+    return _record(spec.track_id, spec.split, captions_for(spec), tags_for(spec),
+                   GeneratedAudio(seed=spec.seed, index=spec.index), {"duration_s": spec.duration_s})
 
 
 def song_record_for(song: SongSpec) -> Record:
     """The record of a full song: one whole-track item (phase 2) captioned as a whole."""
     sections = [{"start_s": start, "family": s.family, "tempo": s.tempo, "bpm": s.bpm, "dynamics": s.dynamics,
                  "drums": s.drums} for start, s in zip(song.starts, song.sections)]
-    return make_record(
-        song.track_id,
-        track_id=song.track_id,
-        source=SOURCE,
-        split=song.split,
-        captions=song_captions_for(song),
-        tags=song_tags_for(song),
-        licence=LICENCE,
-        audio=GeneratedAudio(seed=song.seed, index=song.index, piece="song"),
-        group=f"{SOURCE}:{song.track_id}",
-        whole_track=True,
-        phase=schema.SONG_PHASE,
-        meta={"duration_s": song.duration_s, "key": song.key, "sections": sections},
-    )
+    return _record(song.track_id, song.split, song_captions_for(song), song_tags_for(song),
+                   GeneratedAudio(seed=song.seed, index=song.index, piece="song"),
+                   {"duration_s": song.duration_s, "key": song.key, "sections": sections},
+                   whole_track=True, phase=schema.SONG_PHASE)
 
 
 def render_workers() -> int:
