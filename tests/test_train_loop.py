@@ -155,7 +155,7 @@ def toy(toy_dataset, tiny_base_model):
     overrides = {
         "audio": {"embed_dim": BLOCK},
         "text": {"base_model": tiny_base_model, "hidden_dim": 32},
-        "train": {"checkpoint_every": 2, "keep_checkpoints": 10,
+        "train": {"checkpoint_every": 2, "keep_checkpoints": 10, "keep_checkpoints_after": True,
                   "stage1": {"epochs": 3, "batch_size": 16, "lr": 1e-3, "head_lr": 5e-3,
                              "negatives": "catalogue"}},
     }
@@ -246,8 +246,8 @@ def test_bad_setup_fails_before_the_cache_is_built(toy, tmp_path, change, extra,
     for key, value in change.items():
         overrides[key].update(value)
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        run(_args(toy, tmp_path / "out", overrides, *extra))
-    assert not (tmp_path / "out" / "cache").exists()
+        run(_args(toy, tmp_path / "out", overrides, *extra, "--cache-dir", str(tmp_path / "cache")))
+    assert not (tmp_path / "cache").exists()
 
 
 def test_a_missing_target_shard_is_named(toy, tmp_path):

@@ -67,6 +67,7 @@ def test_stage1_learns_toy_task(stage1, toy):
     assert state["losses"][-1] < state["losses"][0]
     assert state["best_valid_r1"] == max(v["R@1"] for v in state["valid"])
     assert os.listdir(toy["root"] / "tb")  # tensorboard events
+    assert not os.path.exists(os.path.join(out, "checkpoints"))  # a finished stage keeps its model/ only
     model = TextEmbedder.from_pretrained(os.path.join(out, "model"))
     vec = model.embed_text("a happy rock song with piano")
     assert vec.shape == (3 * BLOCK,)

@@ -119,6 +119,9 @@ class TrainConfig(_Strict):
     memory_budget_gib: float = Field(4.0, gt=0)
     checkpoint_every: int = Field(500, ge=0)  # optimiser steps between checkpoints; 0 = epoch ends only
     keep_checkpoints: int = Field(2, ge=1)  # the newest K are kept, plus the best by valid R@1
+    # A finished stage's result is its model/; its checkpoints (hundreds of MB each, for resuming)
+    # are deleted unless this is set.
+    keep_checkpoints_after: bool = False
     valid_max_clips: int = Field(5000, ge=2)  # validation gallery cap (a seeded prefix of valid)
     stage1: StageConfig = StageConfig()
     stage2: StageConfig = StageConfig(epochs=2, mse_weight=1.0)

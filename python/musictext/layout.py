@@ -9,6 +9,7 @@ Every KFP Dataset/Model artifact is a directory (its ``.path`` locally, its ``.u
 - gathered targets:       shards.json (the target files, read in place) + meta.json + rejected.jsonl
 - text (text):            text.parquet (TEXT_SCHEMA) + meta.json + rejected.jsonl
 - model (train):          model/ (config.json + model.safetensors + tokenizer) + train_state.json
+                          + checkpoints/ (step-*.pt, checkpoints.json) + tensorboard/
 - evaluation (evaluate):  metrics.json + plots
 - run (report):           metrics.json + report.html + rejected.json + checkpoints/
 
@@ -41,6 +42,7 @@ PLOT_SIM = "similarity.png"
 REPORT_HTML = "report.html"
 REJECTED_JSON = "rejected.json"  # a run's rejections, all stages
 CHECKPOINTS = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"  # a training stage's TensorBoard events, inside its model artifact
 
 
 def read_clips(clips_dirs: list[str], columns: list[str] | None = None) -> pa.Table:

@@ -71,6 +71,12 @@ class CheckpointStore:
             log.info("removed %d interrupted checkpoint write(s)", len(leftovers))
         return len(leftovers)
 
+    def remove_all(self) -> None:
+        """Delete every checkpoint and the listing (a finished stage no longer resumes)."""
+        fs, path = storage.fs_for(self.directory)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
     def entries(self) -> list[Entry]:
         listing = storage.join(self.directory, LISTING)
         if not storage.exists(listing):

@@ -13,6 +13,7 @@ continue bit-exactly (on CPU) with ``--resume``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -342,13 +343,18 @@ def check_base_model(ref: str) -> None:
         raise ValueError(f"base text model {ref!r} cannot be loaded: {err}") from None
 
 
+CACHE_ENV = "MUSICTEXT_TRAIN_CACHE"
+
+
 def cache_location(args: argparse.Namespace) -> str:
-    """Per-node local cache of tokenised pairs: next to a local out dir, else a temp dir."""
+    """Node-local cache of tokenised pairs: --cache-dir, else $MUSICTEXT_TRAIN_CACHE or the temp
+    dir, one folder per (text, targets) pair -- never inside the model artifact it would bloat.
+    Stage 2 and retries of a stage find the cache stage 1 built."""
     if args.cache_dir:
         return args.cache_dir
-    if not is_remote(args.out_dir):
-        return os.path.join(storage.local_path(args.out_dir), "cache")
-    return os.path.join(tempfile.gettempdir(), "musictext-train-cache")
+    root = os.environ.get(CACHE_ENV) or os.path.join(tempfile.gettempdir(), "musictext-train-cache")
+    key = hashlib.sha256(f"{args.text_dir}\n{args.targets_dir}".encode()).hexdigest()[:16]
+    return os.path.join(root, key)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -462,6 +468,8 @@ def run(args: argparse.Namespace) -> dict:
                    optimizer_steps=pos.optimizer_steps, finished=pos.epoch > st.epochs)
     if d.main:
         storage.write_json(storage.join(args.out_dir, STATE_FILE), history)
+        if history["finished"] and not cfg.train.keep_checkpoints_after:
+            store.remove_all()
         log.info("done in %.1fs; best epoch %s valid R@1 %s", history["seconds"], history["best_epoch"],
                  _fmt(history["best_valid_r1"]))
     board.close()
@@ -515,8 +523,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (checkpointed)")
     p.add_argument("--memory-budget", type=float, metavar="GIB",
                    help="host memory for training data per process (default: the config's)")
-    p.add_argument("--cache-dir", help="node-local cache of tokenised pairs (default: OUT_DIR/cache, "
-                   "or a temp dir when OUT_DIR is a bucket)")
+    p.add_argument("--cache-dir", help=f"node-local cache of tokenised pairs (default: ${CACHE_ENV} or the "
+                   "temp dir, a folder per text/targets pair)")
     args = p.parse_args(argv)
     if not (args.family or args.config_json):
         p.error("one of --family or --config-json is required")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 from musictext import storage
+from musictext.layout import TENSORBOARD_DIR
 from musictext.train.launch.base import LaunchConfig, TrainJobSpec, launch
 
 
@@ -46,6 +47,8 @@ def run_train_task(
         targets_dir=artifact_location(targets, config),
         out_dir=artifact_location(model, config),
         init_dir=artifact_location(init, config) if init else None,
+        # TensorBoard events travel with the model artifact (a bucket on a cluster).
+        log_dir=storage.join(artifact_location(model, config), TENSORBOARD_DIR),
     )
     state = launch(job, config, **backend_options)
     if not config.shares_filesystem:
