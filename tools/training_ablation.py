@@ -171,7 +171,16 @@ def summarise(rows: list[dict]) -> dict:
             "seeds": len(rows)}
 
 
-def run_all(jobs: list[tuple], workers: int) -> list[dict]:
+def finished(j: tuple) -> bool:
+    """Whether job ``j`` (job()'s arguments) has its evaluation on disk."""
+    work, family, _inputs, variant, seed = j[:5]
+    name = variant if len(j) < 7 else f"stage2-mse-{j[6]:g}"
+    return (work / family / name / f"seed{seed}" / "eval.json").exists()
+
+
+def run_all(jobs: list[tuple], workers: int, report_only: bool = False) -> list[dict]:
+    if report_only:
+        jobs = [j for j in jobs if finished(j)]
     with ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(job, *j) for j in jobs]
         out = []
@@ -220,7 +229,8 @@ def table(summary: dict[str, dict]) -> list[str]:
              "|---|---|---|---|---|---|"]
     for name, s in summary.items():
         b = s["blocks"]
-        lines.append(f"| {name} | {s['r10_over_chance']:.2f} ({s['r10_over_chance_sd']:.2f}) | {s['mrr']:.3f} | "
+        label = name if s["seeds"] == 3 else f"{name} ({s['seeds']} seeds)"
+        lines.append(f"| {label} | {s['r10_over_chance']:.2f} ({s['r10_over_chance_sd']:.2f}) | {s['mrr']:.3f} | "
                      f"{b['mean']:.3f} · {b['robust']:.3f} · {b['dmean']:.3f} | {s['params']:,} | "
                      f"{s['seconds_per_step']:.3f} |")
     return lines
@@ -235,6 +245,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "training-ablation.md")
     p.add_argument("--combine", action="store_true", help="also train the best option of every axis combined")
+    p.add_argument("--report-only", action="store_true", help="report the finished jobs, train nothing")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     families = args.families.split(",")
@@ -243,19 +254,20 @@ def main() -> None:
 
     stage1 = [(args.work, f, inputs[f], v, s, o) for f in families for v, o in variant_overrides(f).items()
               for s in seeds]
-    results = run_all(stage1, args.workers)
+    results = run_all(stage1, args.workers, args.report_only)
     stage2 = [(args.work, f, inputs[f], f"stage2 mse={w:g}", s, {}, w) for f in families for w in MSE_WEIGHTS
               for s in seeds]
-    results += run_all(stage2, args.workers)
+    results += run_all(stage2, args.workers, args.report_only)
     by: dict[str, dict[str, list]] = {}
     for r in results:
         by.setdefault(r["family"], {}).setdefault(r["variant"], []).append(r)
     summaries = {f: {v: summarise(rows) for v, rows in vs.items()} for f, vs in by.items()}
+    families = [f for f in families if f in summaries and "baseline" in summaries[f]]
     chosen = {f: choose(f, summaries[f]) for f in families}
     if args.combine:
         final = [(args.work, f, inputs[f], "combined", s, combine(f, summaries[f])) for f in families for s in seeds
                  if combine(f, summaries[f]) not in variant_overrides(f).values()]
-        for r in run_all(final, args.workers):
+        for r in run_all(final, args.workers, args.report_only):
             by[r["family"]].setdefault("combined", []).append(r)
     summaries = {f: {v: summarise(rows) for v, rows in vs.items()} for f, vs in by.items()}
     write_report(args, inputs, summaries, chosen, time.perf_counter() - started)
@@ -285,6 +297,8 @@ def reduced_search_cost(work: Path, inputs: dict, seeds: list[int]) -> list[str]
     for variant, k in (("head=pca-64", 64), ("head=pca-256", 256), ("baseline", 64), ("baseline", 256)):
         full, reduced = [], []
         for seed in seeds:
+            if not (work / "mert" / variant / f"seed{seed}" / "eval.json").exists():
+                continue
             model = TextEmbedder.from_pretrained(str(work / "mert" / variant / f"seed{seed}" / "model"))
             space = model.space if model.space.reduces else TargetSpace.fit("pca", train.targets, k)
             mean, comps = space.basis()
@@ -292,6 +306,8 @@ def reduced_search_cost(work: Path, inputs: dict, seeds: list[int]) -> list[str]
                 q = model.embed_texts(captions)
             full.append(r10(q, data.targets))
             reduced.append(r10((q - mean) @ comps.T, (data.targets - mean) @ comps.T))
+        if not full:
+            continue
         basis = "its own (exported)" if variant != "baseline" else f"PCA-{k} of the training targets"
         f, r = statistics.mean(full), statistics.mean(reduced)
         lines.append(f"| {variant} | {basis} | {f:.3f} | {r:.3f} | {r / f:.2f} |")

@@ -116,7 +116,9 @@ class TrainLoop:
         """Forward + backward of one micro-batch; steps the optimiser every ``grad_accum``."""
         self.pending += 1
         last = self.pending == self.grad_accum
-        keys = clip_keys(batch["clip_ids"]).to(self.device) if "clip_ids" in batch else None
+        # Clip keys only for a loss that reads them (the catalogue's): hashing is per-step work.
+        wants_keys = getattr(self.objective.loss, "uses_keys", False) and "clip_ids" in batch
+        keys = clip_keys(batch["clip_ids"]).to(self.device) if wants_keys else None
         # DDP all-reduces gradients only on the micro-batch that completes an accumulation.
         sync = contextlib.nullcontext() if last or not hasattr(self.model, "no_sync") else self.model.no_sync()
         with sync:
