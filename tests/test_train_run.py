@@ -153,7 +153,7 @@ def test_registered_loss_is_chosen_by_config(toy, tmp_path, cosine_loss):
     from musictext.train.run import parse_args, run
 
     overrides = json.loads(json.dumps(toy["overrides"]))
-    overrides["train"]["stage1"].update(epochs=2, loss="test_cosine")
+    overrides["train"]["stage1"].update(epochs=2, loss="test_cosine", negatives="batch")
     args = _job(toy, 1, str(tmp_path / "out"), overrides=overrides).program_args()
     state = run(parse_args(args))
     ((stage, temperature),) = cosine_loss

@@ -379,6 +379,8 @@ def run(args: argparse.Namespace) -> dict:
     loss = build_loss(st, initial_temperature(st, args.init_dir))
     objective = Objective(embedder, loss).to(d.device)
     if st.negatives == "catalogue":
+        if not hasattr(loss, "attach_catalogue"):
+            raise ValueError(f"loss {st.loss!r} does not score catalogue negatives; set negatives: batch")
         loss.attach_catalogue(build_catalogue(embedder, index, st, d))
     model = objective
     if d.world > 1:
