@@ -26,6 +26,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from musictext.config import deep_merge
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Each axis: its options as stage-1 config overrides; the first option is the current recipe.
@@ -57,13 +59,6 @@ MSE_WEIGHTS = (0.0, 1.0)  # stage 2; 1.0 is the current recipe
 # hour on 2 cores; every variant, the baseline included, gets the same schedule.
 SCHEDULE = {"train": {"keep_checkpoints": 1, "stage1": {"epochs": 3, "batch_size": 32},
                       "stage2": {"epochs": 1, "batch_size": 32}}}
-
-
-def deep_merge(a: dict, b: dict) -> dict:
-    out = json.loads(json.dumps(a))
-    for k, v in b.items():
-        out[k] = deep_merge(out.get(k, {}), v) if isinstance(v, dict) else v
-    return out
 
 
 def find_inputs(run_dir: Path) -> dict[str, dict[str, str]]:

@@ -43,7 +43,9 @@ from musictext.text_encoder import TextEmbedder
 from musictext.train.checkpoint import CheckpointStore, rng_state, set_rng_state
 from musictext.train.loop import Objective, Position, TrainLoop, param_groups, warmup_cosine
 from musictext.train.loss import Catalogue, build_loss, clip_keys
-from musictext.train.stream import GIB, RUNTIME_RESERVE, PairStream, build_cache, iter_rows, sample_targets
+from musictext.train.stream import (
+    GIB, RUNTIME_RESERVE, PairStream, build_cache, iter_rows, pad_token_lists, sample_targets,
+)
 
 log = logging.getLogger("musictext.train")
 
@@ -199,21 +201,11 @@ def validate(embedder: TextEmbedder, data: Validation, pad_id: int, device, batc
     embedder.eval()
     out = []
     for start in range(0, len(data), batch_size):
-        b = pad_tokens(data.tokens[start : start + batch_size], pad_id)
+        b = pad_token_lists(data.tokens[start : start + batch_size], pad_id)
         out.append(embedder(b["input_ids"].to(device), b["attention_mask"].to(device)).float().cpu().numpy())
     embedder.train()
     labels = np.arange(len(data))
     return metrics_from_ranks(rank_queries(np.concatenate(out), data.targets, labels, labels).ranks)
-
-
-def pad_tokens(token_lists: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    longest = max(len(t) for t in token_lists)
-    ids = torch.full((len(token_lists), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(token_lists), longest), dtype=torch.long)
-    for row, toks in enumerate(token_lists):
-        ids[row, : len(toks)] = torch.tensor(toks, dtype=torch.long)
-        mask[row, : len(toks)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
 
 
 def save_model(embedder: TextEmbedder, out_dir: str) -> None:

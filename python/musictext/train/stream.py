@@ -647,17 +647,28 @@ class _PartialBatch:
 
     def tensors(self, pad_id: int) -> dict:
         """The batch dict: input_ids/attention_mask [B, L] long (right-padded), target [B, dim] float32."""
-        lengths = np.concatenate(self.lengths)
-        flat = np.concatenate(self.tokens).astype(np.int64)
-        width = max(int(lengths.max(initial=0)), 1)
-        rows = np.repeat(np.arange(self.size), lengths)
-        cols = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        ids = np.full((self.size, width), pad_id, np.int64)
-        mask = np.zeros((self.size, width), np.int64)
-        ids[rows, cols] = flat
-        mask[rows, cols] = 1
-        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
-                "target": self.target, "clip_ids": self.clip_ids}
+        batch = pad_flat(np.concatenate(self.tokens), np.concatenate(self.lengths), pad_id)
+        return batch | {"target": self.target, "clip_ids": self.clip_ids}
+
+
+def pad_flat(flat: np.ndarray, lengths: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
+    """Concatenated token ids and their per-row lengths -> right-padded input_ids/attention_mask [B, L] long."""
+    flat = flat.astype(np.int64)
+    width = max(int(lengths.max(initial=0)), 1)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    cols = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    ids = np.full((len(lengths), width), pad_id, np.int64)
+    mask = np.zeros((len(lengths), width), np.int64)
+    ids[rows, cols] = flat
+    mask[rows, cols] = 1
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+
+
+def pad_token_lists(token_lists: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """pad_flat for a list of token-id lists (validation queries)."""
+    lengths = np.array([len(t) for t in token_lists], np.int64)
+    flat = np.fromiter((i for t in token_lists for i in t), np.int64, count=int(lengths.sum()))
+    return pad_flat(flat, lengths, pad_id)
 
 
 # -- the training stream ------------------------------------------------------------------------
