@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-all bench compile helm lint clean system-deps venv
+.PHONY: demo test test-all bench compile submit helm lint clean system-deps venv
 
 # Debian packages (FluidSynth + a General MIDI soundfont for the synthetic corpus).
 system-deps:
@@ -51,12 +51,20 @@ test-all: venv lint $(MUQ_VENV)/.installed
 lint: venv
 	$(VENV)/bin/ruff check --select F python components pipelines tests
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/hadolint --failure-threshold info images/Dockerfile*
 
 bench: venv
 	@for b in tests/bench/bench_*.py; do m=$${b%.py}; echo "== $$b"; $(PY) -m $${m//\//.}; done
 
 compile: venv
 	$(VENV)/bin/musictext compile --output build/musictext.yaml $(ARGS)
+
+# Compile, upload as a new pipeline version and start a run on a Kubeflow cluster (docs/ci.md):
+# the cluster from KFP_* variables, ARGS = pipeline parameters as key=value (plus submit's
+# options, e.g. --wait), COMPILE_ARGS = `musictext compile` options (e.g. --pipeline-root).
+submit: venv
+	$(VENV)/bin/musictext compile --output build/musictext.yaml $(COMPILE_ARGS)
+	$(VENV)/bin/musictext submit --package build/musictext.yaml $(ARGS)
 
 helm:
 	tools/fetch-helm.sh

@@ -18,7 +18,7 @@ log = logging.getLogger("musictext")
 
 # The pipeline function's signature and docstring define every parameter's option, type,
 # default and help; these add the checks a KFP type cannot express.
-CHOICES = {"clip_format": sorted(CLIP_FORMATS), "train_launcher": ["local", "pytorchjob"]}
+CHOICES = {"clip_format": sorted(CLIP_FORMATS), "train_launcher": ["local", "trainjob", "pytorchjob"]}
 
 
 def _csv(value: str) -> list[str]:
@@ -110,8 +110,35 @@ def nested_options(pairs: list[tuple[str, str]]) -> dict[str, dict[str, str]]:
     return out
 
 
+def dotted_options(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """FIELD=VALUE pairs with dotted fields nesting (requests.cpu=8 -> {"requests": {"cpu": "8"}});
+    a value starting with [ or { is JSON (tolerations=[{...}]). Values are checked by the
+    launch config they end up in."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        *parents, field = key.split(".")
+        if not all(parents) or not field:
+            raise SystemExit(f"expected FIELD=VALUE with dotted FIELD, got {key}={value}")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SystemExit(f"{key}={value}: {part} is already set to a value, not fields")
+        node[field] = json_value(key, value)
+    return out
+
+
+def json_value(key: str, value: str) -> Any:
+    if not value.lstrip().startswith(("[", "{")):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"{key}: a value starting with [ or {{ is JSON: {err}") from None
+
+
 # Dict parameters whose keys are dotted paths.
-NESTED_DICTS = {"source_options": nested_options}
+NESTED_DICTS = {"source_options": nested_options, "train_options": dotted_options}
 
 
 def pipeline_params(args: argparse.Namespace, pipeline_name: str = "musictext_pipeline") -> dict:
@@ -139,18 +166,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("only --local runs here; for a cluster use `musictext compile` + `kfp run create`")
         return 2
     from musictext.report.html import format_table
-    from musictext_kfp.local import PipelineFailed, run_pipeline_locally
+    from musictext_kfp.local import PipelineFailed, RunError, run_pipeline_locally
 
+    if args.resume and args.run_id and args.resume != args.run_id:
+        log.error("--resume %s and --run-id %s name two runs; give one", args.resume, args.run_id)
+        return 2
     started = time.monotonic()
     name = pipeline_name(args)
     try:
         run_dir = run_pipeline_locally(
-            pipeline_params(args, name), runs_dir=args.runs_dir, run_id=args.run_id, verbose=args.verbose,
-            pipeline_name=name,
+            pipeline_params(args, name), runs_dir=args.runs_dir, run_id=args.resume or args.run_id,
+            verbose=args.verbose, pipeline_name=name, resume=args.resume is not None,
         )
     except PipelineFailed as failed:
-        log.error("the local run failed: %s", failed)
+        log.error("the local run failed: %s; continue it with --resume", failed)
         return 1
+    except RunError as refused:
+        log.error("%s", refused)
+        return 2
     if args.dry_run:
         shards = json.loads((run_dir / "dry_run.json").read_text())
         print(f"dry run: {len(shards)} shards checked, {int(sum(s['records'] for s in shards))} records "
@@ -164,11 +197,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from musictext_kfp.compile import compile_pipeline, validate_pipeline_yaml
+    from musictext_kfp.compile import compile_pipeline, parse_bucket_secret, validate_pipeline_yaml
 
     name = pipeline_name(args)
     params = pipeline_params(args, name)
-    path = compile_pipeline(args.output, args.pipeline_root, args.image, params, args.audio_image, name)
+    try:
+        parse_bucket_secret(args.bucket_secret)
+    except ValueError as err:
+        log.error("%s", err)
+        return 2
+    path = compile_pipeline(args.output, args.pipeline_root, args.image, params, args.audio_image, name,
+                            bucket_secret=args.bucket_secret)
     summary = validate_pipeline_yaml(path)
     print(f"wrote {path}: {len(summary['executors'])} executors, parsed with the KFP protos")
     return 0
@@ -184,7 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole pipeline")
     run.add_argument("--local", action="store_true", help="execute with kfp.local on this machine")
     run.add_argument("--runs-dir", default="runs")
-    run.add_argument("--run-id", default=None)
+    run.add_argument("--run-id", default=None, help="name of the new run's directory (default: the UTC time)")
+    run.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_ID",
+                     help="continue a killed or failed local run (default: the newest unfinished one in "
+                          "--runs-dir) with its parameters: finished tasks are reused, the rest rerun")
     run.add_argument("--verbose", action="store_true",
                      help="stream every task's full output as kfp.local prints it (it always goes "
                           "to runs/<run-id>/logs/)")
@@ -200,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--image", help="component/training image (default ghcr.io/musictext/...)")
     comp.add_argument("--audio-image", help="audio-embedding step image (transformers<5, torchaudio)")
     comp.add_argument("--dry-run", action="store_true", help="compile the fan-out dry run instead")
+    comp.add_argument("--bucket-secret", metavar="NAME[:KEY]",
+                      help="Kubernetes Secret holding the bucket's service-account key (file KEY, default "
+                           "key.json): mounted in every task and training job, with "
+                           "GOOGLE_APPLICATION_CREDENTIALS pointing at it; the YAML holds only its name")
     add_pipeline_args(comp, CLUSTER_DEFAULTS)
     comp.set_defaults(func=cmd_compile)
 
@@ -207,11 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     from musictext_kfp.evaluate_cli import add_evaluate_parser
     from musictext_kfp.search_cli import add_search_parser
     from musictext_kfp.serve_cli import add_serve_parser
+    from musictext_kfp.submit import add_submit_parser
 
     add_datasets_parser(sub)
     add_serve_parser(sub)
     add_search_parser(sub)
     add_evaluate_parser(sub)
+    add_submit_parser(sub)
     return parser
 
 

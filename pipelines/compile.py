@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ log = logging.getLogger(__name__)
 # Defaults baked into the cluster YAML (the pipeline function's own defaults are the demo's).
 CLUSTER_DEFAULTS: dict[str, Any] = {
     "profile": "production",
-    "train_launcher": "pytorchjob",
+    "train_launcher": "trainjob",  # Kubeflow Trainer v2; pytorchjob for Training Operator v1
     "gpus_per_node": 1,
 }
+# A Kubernetes object name (DNS subdomain).
+SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
 def compile_pipeline(
@@ -27,22 +30,29 @@ def compile_pipeline(
     parameters: dict[str, Any] | None = None,
     audio_image: str | None = None,
     pipeline_name: str = "musictext_pipeline",
+    bucket_secret: str | None = None,
 ) -> Path:
-    """Write the cluster pipeline YAML; ``parameters`` override the cluster defaults.
-    ``pipeline_name``: ``musictext_pipeline`` or ``fanout_dry_run``."""
+    """Write the cluster form of a pipeline as YAML; ``parameters`` override the cluster defaults.
+    ``pipeline_name``: ``musictext_pipeline`` or ``fanout_dry_run``. ``bucket_secret``
+    ("NAME" or "NAME:KEY"): a Secret with the bucket's service-account key, mounted in every
+    task and in the training jobs; only its name goes into the YAML."""
     from kfp import compiler
 
-    from musictext_kfp import musictext_pipeline as module
+    from musictext_kfp.musictext_pipeline import cluster_pipeline
 
-    pipeline = getattr(module, pipeline_name)
+    secret, key = parse_bucket_secret(bucket_secret)
+    pipeline = cluster_pipeline(pipeline_name, bucket_secret=secret, bucket_secret_key=key)
     inputs = pipeline.component_spec.inputs or {}
     params = {k: v for k, v in {**CLUSTER_DEFAULTS, **(parameters or {})}.items() if k in inputs}
     if image and "train_image" in inputs:
         params.setdefault("train_image", image)
+    if secret and "train_options" in inputs:
+        params["train_options"] = {"bucket_secret": secret, "bucket_secret_key": key,
+                                   **params.get("train_options", {})}
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(pipeline, str(output), pipeline_parameters=params)
-    # The spec KFP built at import time is shared: edit the written file, never that object.
+    # Images and the root are rewritten in the written file (KFP has no compile option for them).
     docs = list(yaml.safe_load_all(output.read_text()))
     retag_images(docs[0], {IMAGE: image or IMAGE, AUDIO_IMAGE: audio_image or AUDIO_IMAGE})
     if pipeline_root:
@@ -51,6 +61,17 @@ def compile_pipeline(
     validate_pipeline_yaml(output)
     log.info("wrote %s", output)
     return output
+
+
+def parse_bucket_secret(value: str | None) -> tuple[str, str]:
+    """``NAME[:KEY]`` as (name, key); ("", default key) for none."""
+    from musictext.cluster import DEFAULT_BUCKET_SECRET_KEY
+
+    name, _, key = (value or "").partition(":")
+    if value and not SECRET_NAME.fullmatch(name):
+        raise ValueError(f"--bucket-secret: expected NAME[:KEY] with a Kubernetes Secret name "
+                         f"(lower-case letters, digits, '-', '.'), got {value!r}")
+    return name, key or DEFAULT_BUCKET_SECRET_KEY
 
 
 def retag_images(spec: dict[str, Any], images: dict[str, str]) -> None:

@@ -1,8 +1,13 @@
 """`musictext run --local`: the same pipeline function, executed by kfp.local on this machine.
 
-Outputs land in runs/<run-id>/ (metrics.json, report.html, rejected.json, checkpoints/, the
-kfp.local pipeline root with every task's artifacts, and logs/); runs/latest points at the
-newest run.
+Outputs land in runs/<run-id>/ (params.json, metrics.json, report.html, rejected.json,
+checkpoints/, the kfp.local pipeline root with every task's artifacts, and logs/); runs/latest
+points at the newest run that finished.
+
+A run survives kill -9 (docs/resume.md): kfp.local's cache records each finished task under
+pipeline/.kfp_cache, the run's directories keep their names, so ``--resume`` skips every finished
+task and reruns the rest in place (training continues from its checkpoints); a watchdog process
+ends every process of a run once the runner is gone, however it went.
 
 kfp.local prints every task's executor input and full output (~90 lines a task). Here each
 task's output goes to runs/<run-id>/logs/<task>.log instead, and the terminal gets one line as
@@ -15,6 +20,7 @@ from __future__ import annotations
 import builtins
 import collections
 import contextlib
+import fcntl
 import functools
 import inspect
 import io
@@ -24,6 +30,8 @@ import math
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -34,11 +42,26 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
+from unittest import mock
 
 from musictext.logs import PROGRESS_EVENTS_ENV, format_progress, parse_progress_event
+from musictext.process import on_stop_signals
 
-DELIVERABLES = ("metrics.json", "report.html", "rejected.json", "checkpoints")
+# metrics.json last: a run dir with it (or with dry_run.json) is a finished run.
+DELIVERABLES = ("report.html", "rejected.json", "checkpoints", "metrics.json")
 DRY_RUN_FILE = "dry_run.json"
+FINISHED_MARKS = ("metrics.json", DRY_RUN_FILE)
+PARAMS_FILE = "params.json"
+PIPELINE_DIR = "pipeline"  # kfp.local's pipeline root: every task's artifacts
+KFP_CACHE_DIR = ".kfp_cache"  # under PIPELINE_DIR: kfp.local's record of each finished task
+# Every task's TMPDIR and kfp.local's workspace: inside the run, so a killed run's temporaries
+# are found (and removed) by its resume, and a finished run removes them.
+TMP_DIR = ".tmp"
+# Every process a run starts inherits this variable (value: the run dir); that is how the
+# watchdog and a resume find them, whatever session or process group they moved to.
+RUN_ENV = "MUSICTEXT_LOCAL_RUN"
+# How long the watchdog (or a resume) keeps killing a run's processes while new ones appear.
+KILL_SETTLE_S = 10.0
 # kfp.local runs at most this many tasks at once (ParallelExecutor's cap in kfp 2.17).
 KFP_LOCAL_CONCURRENCY = 2
 LOGS_DIR = "logs"
@@ -107,16 +130,180 @@ def new_run_id() -> str:
 
 
 def point_latest(runs_dir: Path, run_dir: Path) -> None:
-    latest = runs_dir / "latest"
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
-    latest.symlink_to(run_dir.name)
+    """runs/latest -> run_dir, replaced in one rename (never missing, never half-made)."""
+    fresh = runs_dir / f".latest.tmp-{os.getpid()}"
+    fresh.unlink(missing_ok=True)
+    fresh.symlink_to(run_dir.name)
+    os.replace(fresh, runs_dir / "latest")
 
 
 def effective_params(pipeline, overrides: dict[str, Any]) -> dict[str, Any]:
     """Every pipeline parameter this run used: the pipeline's defaults, then the overrides."""
     inputs = pipeline.component_spec.inputs or {}
     return {**{name: spec.default for name, spec in inputs.items()}, **overrides}
+
+
+# -- a run's directory: start, resume, lock, clean ------------------------------------------
+class RunError(RuntimeError):
+    """A run cannot start or resume as asked; the message says which run and why."""
+
+
+def is_finished(run_dir: Path) -> bool:
+    return any((run_dir / mark).exists() for mark in FINISHED_MARKS)
+
+
+def resume_hint(run_dir: Path) -> str:
+    return f"musictext run --local --runs-dir {run_dir.parent} --resume {run_dir.name}"
+
+
+def new_run_dir(runs_dir: Path, run_id: str | None) -> Path:
+    run_dir = runs_dir / (run_id or new_run_id())
+    if run_dir.exists() or run_dir.is_symlink():
+        raise RunError(f"run {run_dir.name!r} already exists in {runs_dir}: continue it with "
+                       f"`{resume_hint(run_dir)}`, or choose another --run-id")
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def resumable_run(runs_dir: Path, run_id: str | None) -> Path:
+    """The run ``run_id``, or without one the newest unfinished run in ``runs_dir``."""
+    if run_id:
+        run_dir = runs_dir / run_id
+        if not (run_dir / PARAMS_FILE).is_file():
+            raise RunError(f"no run {run_id!r} to resume in {runs_dir} (it has no {PARAMS_FILE})")
+        return run_dir
+    started = [p.parent for p in runs_dir.glob(f"*/{PARAMS_FILE}") if not p.parent.is_symlink()]
+    unfinished = [d for d in started if not is_finished(d)]
+    if not unfinished:
+        raise RunError(f"no unfinished run to resume in {runs_dir}")
+    return max(unfinished, key=lambda d: (d / PARAMS_FILE).stat().st_mtime)
+
+
+def resumed_params(run_dir: Path, pipeline, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The parameters ``run_dir`` started with; any given now must be the same (a task rerun
+    with other inputs would mix two runs' outputs)."""
+    saved = json.loads((run_dir / PARAMS_FILE).read_text())
+    inputs = pipeline.component_spec.inputs or {}
+    asked = effective_params(pipeline, {**{k: v for k, v in saved.items() if k in inputs}, **overrides})
+    if set(saved) != set(asked):
+        raise RunError(f"run {run_dir.name!r} ran another pipeline (parameters then only: "
+                       f"{sorted(set(saved) - set(asked))}, now only: {sorted(set(asked) - set(saved))}); "
+                       f"a --dry-run resumes with --dry-run, a full run without")
+    differing = sorted(k for k in saved if saved[k] != asked[k])
+    if differing:
+        changes = "; ".join(f"{k}: {saved[k]!r} then, {asked[k]!r} now" for k in differing)
+        raise RunError(f"run {run_dir.name!r} started with other parameters ({changes}); resume it "
+                       f"without parameters (it keeps its {PARAMS_FILE}) or start a new run")
+    return saved
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run's directory for this process (flock; released by the kernel however the
+    process ends, kill -9 included), so two runners never work in one run."""
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"run {run_dir.name!r} is being run by another process; let it finish "
+                           f"or stop it first") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def is_temporary(name: str) -> bool:
+    """A half-written file: storage.atomic_target's ``*.tmp-*`` or kfp.local's cache entry."""
+    return ".tmp-" in name or (name.startswith(".kfp_cache_") and name.endswith(".tmp"))
+
+
+def remove_temporaries(run_dir: Path) -> int:
+    """Remove TMP_DIR and every half-written file in the run; returns how many went."""
+    gone = 0
+    if (run_dir / TMP_DIR).exists():
+        shutil.rmtree(run_dir / TMP_DIR)
+        gone += 1
+    for path in [p for p in run_dir.rglob("*") if is_temporary(p.name)]:
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+        gone += 1
+    return gone
+
+
+# -- a run's processes ----------------------------------------------------------------------
+def run_processes(run_dir: Path) -> list[int]:
+    """Live processes started for ``run_dir`` (they carry RUN_ENV), this one excepted.
+
+    Linux: read from /proc; a process of another user or a zombie shows no environment.
+    """
+    mark = f"{RUN_ENV}={run_dir}".encode()
+    found = []
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                environ = fh.read()
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        if mark in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_run_processes(run_dir: Path, settle_s: float = KILL_SETTLE_S) -> int:
+    """SIGKILL every process of the run, again while new ones appear; returns how many."""
+    killed: set[int] = set()
+    deadline = time.monotonic() + settle_s
+    while (pids := run_processes(run_dir)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        killed.update(pids)
+        time.sleep(0.05)
+    return len(killed)
+
+
+def watchdog_main(run_dir: str) -> None:
+    """The watchdog: wait until the runner's end of the pipe on stdin closes, then end the run's
+    processes. Runs in its own session, without RUN_ENV."""
+    sys.stdin.buffer.read()
+    kill_run_processes(Path(run_dir))
+
+
+WATCHDOG = "import sys; from musictext_kfp.local import watchdog_main; watchdog_main(sys.argv[1])"
+
+
+@contextlib.contextmanager
+def watched(run_dir: Path) -> Iterator[subprocess.Popen]:
+    """A watchdog for the duration: when this process ends, however it ends (kill -9 runs no
+    handler, but the kernel closes the pipe), the watchdog kills every process of the run --
+    kfp.local's task subprocesses, and torchrun with its workers in their own session."""
+    env = {k: v for k, v in os.environ.items() if k != RUN_ENV}
+    dog = subprocess.Popen([sys.executable, "-c", WATCHDOG, str(run_dir)], stdin=subprocess.PIPE,
+                           env=env, start_new_session=True)
+    try:
+        yield dog
+    finally:
+        dog.stdin.close()
+        dog.wait(timeout=KILL_SETTLE_S + 30)
+
+
+@contextlib.contextmanager
+def stopping_on_signals(run_dir: Path) -> Iterator[None]:
+    """SIGTERM/SIGINT: kill the run's processes, say how to resume, exit 128+signal at once.
+
+    At once (os._exit): kfp.local's thread pools would otherwise wait for, or even start, tasks.
+    """
+    def stop(signum, _frame):
+        killed = kill_run_processes(run_dir)
+        name = signal.Signals(signum).name
+        os.write(2, f"\n{name}: stopped run {run_dir.name} ({killed} processes ended); "
+                    f"continue it with `{resume_hint(run_dir)}`\n".encode())
+        os._exit(128 + signum)
+
+    with on_stop_signals(stop):
+        yield
 
 
 # -- naming tasks ---------------------------------------------------------------------------
@@ -329,22 +516,36 @@ def capture_kfp_output(pipeline_log: Path, echo: bool) -> Iterator[threading.loc
 
 
 @contextlib.contextmanager
-def wrapping_each_task(wrap: Callable[[Callable], Callable]) -> Iterator[None]:
-    """Run every kfp.local task attempt through ``wrap(original)``.
+def kfp_local_hooks(wrap: Callable[[Callable], Callable], run_name: str, reused: list[str]) -> Iterator[None]:
+    """Three kfp.local module attributes (looked up at call time) swapped for the duration;
+    kfp 2.17 has no public hooks for these, and this is the one place that patches kfp.
 
-    kfp 2.17 has no public per-task hook; both of its DAG orchestrators run each container task
-    through task_dispatcher.run_single_task_implementation (looked up on the module at call
-    time, in the task's thread), whose arguments name the task and whose result holds its
-    outputs. This is the one place that patches kfp.
+    - task_dispatcher.run_single_task_implementation, through ``wrap(original)``: both DAG
+      orchestrators run every container task attempt through it, in the task's thread; its
+      arguments name the task and its result holds the outputs.
+    - executor_input_utils.get_local_pipeline_resource_name returns "<pipeline>-<run_name>"
+      instead of "<pipeline>-<timestamp>": every task's output dir (pipeline/<that>/...) keeps its
+      path across a resume, so an unfinished task reruns where it left off (training finds its
+      checkpoints) and the cache keys, which hold upstream artifacts' paths, match.
+    - cache.LocalCache.get: each key the cache answers (a task skipped) goes to ``reused``.
     """
-    from kfp.local import task_dispatcher
+    from kfp.local import cache, executor_input_utils, task_dispatcher
 
-    original = task_dispatcher.run_single_task_implementation
-    task_dispatcher.run_single_task_implementation = wrap(original)
-    try:
+    original_get = cache.LocalCache.get
+
+    def counted_get(self, key: str):
+        found = original_get(self, key)
+        if found is not None:
+            reused.append(key)
+        return found
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(task_dispatcher, "run_single_task_implementation",
+                                              wrap(task_dispatcher.run_single_task_implementation)))
+        stack.enter_context(mock.patch.object(executor_input_utils, "get_local_pipeline_resource_name",
+                                              lambda pipeline_name: f"{pipeline_name}-{run_name}"))
+        stack.enter_context(mock.patch.object(cache.LocalCache, "get", counted_get))
         yield
-    finally:
-        task_dispatcher.run_single_task_implementation = original
 
 
 # -- the terminal ---------------------------------------------------------------------------
@@ -472,6 +673,7 @@ class TaskReporter:
         self.current = current
         self.names = names
         self.failures: list[TaskFailure] = []
+        self.ran = 0  # task attempts run (tasks the cache answered never reach run())
 
     def wrap(self, run_task: Callable) -> Callable:
         signature = inspect.signature(run_task)
@@ -488,7 +690,12 @@ class TaskReporter:
     def run(self, name: str, label: str, execute: Callable[[], tuple[dict, Any]]) -> tuple[dict, Any]:
         from kfp.local import status
 
-        task_log = TaskLog(self.logs_dir / f"{name}.log", functools.partial(self.console.progress, name))
+        path = self.logs_dir / f"{name}.log"
+        earlier = path.exists()  # an attempt that was killed: this one's output follows it
+        task_log = TaskLog(path, functools.partial(self.console.progress, name))
+        if earlier:
+            task_log.write(f"\n===== {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC: rerun on resume =====\n")
+        self.ran += 1
         self.console.started(name, label)
         try:
             with routed_to(self.current, task_log):
@@ -498,6 +705,7 @@ class TaskReporter:
             self.report_failure(name, label, task_log)
             raise
         if task_status == status.Status.SUCCESS:
+            write_metadata_only_artifacts(outputs)
             task_log.close()
             self.console.finished(name, summarize_outputs(outputs))
         else:
@@ -510,6 +718,17 @@ class TaskReporter:
         self.console.failed(name, task_log.path, task_log.tail())
 
 
+def write_metadata_only_artifacts(outputs: dict[str, Any]) -> None:
+    """Give each output artifact that has no file (evaluate's Metrics: metadata only) one with
+    its metadata as JSON: kfp.local's cache takes an artifact without a file for a lost one, and
+    would rerun its task on every resume."""
+    from kfp import dsl
+
+    for value in outputs.values():
+        if isinstance(value, dsl.Artifact) and value.path and not os.path.exists(value.path):
+            Path(value.path).write_text(json.dumps(value.metadata, indent=1, sort_keys=True))
+
+
 def run_pipeline_locally(
     params: dict[str, Any],
     runs_dir: str | Path = "runs",
@@ -517,55 +736,110 @@ def run_pipeline_locally(
     verbose: bool = False,
     stream: TextIO | None = None,
     pipeline_name: str = "musictext_pipeline",
+    resume: bool = False,
 ) -> Path:
     """Run the pipeline through kfp.local.SubprocessRunner; return runs/<run-id>/.
 
     Task output goes to runs/<run-id>/logs/; ``stream`` (default stdout) gets one line per task
     start and end. ``verbose`` also streams everything kfp.local prints. Raises PipelineFailed
-    when a task fails. ``pipeline_name``: a pipeline function of ``musictext_kfp.musictext_pipeline``
-    (``fanout_dry_run`` writes its shards' counts to dry_run.json instead of the deliverables).
-    """
-    from kfp import local
+    when a task fails, RunError when the run cannot start or resume as asked. ``pipeline_name``:
+    a pipeline function of ``musictext_kfp.musictext_pipeline`` (``fanout_dry_run`` writes its
+    shards' counts to dry_run.json instead of the deliverables).
 
-    from musictext.report.assemble import link_or_copy
+    ``resume``: continue run ``run_id`` (default: the newest unfinished one) with the parameters
+    it started with; its finished tasks are taken from kfp.local's cache, the others rerun.
+    """
+    from musictext import storage
+    from musictext.params import check_run_params
     from musictext_kfp import musictext_pipeline as module
 
     pipeline = getattr(module, pipeline_name)
     runs_dir = Path(runs_dir).resolve()
-    run_dir = runs_dir / (run_id or new_run_id())
-    run_dir.mkdir(parents=True, exist_ok=False)
+    if resume:
+        run_dir = resumable_run(runs_dir, run_id)
+        params = resumed_params(run_dir, pipeline, params)
+    else:
+        params = effective_params(pipeline, params)
+    try:
+        check_run_params(params)
+    except ValueError as bad:
+        raise RunError(str(bad)) from bad
+    if not resume:
+        run_dir = new_run_dir(runs_dir, run_id)
+    console = Console(stream or sys.stdout)
+    try:
+        with run_lock(run_dir):
+            if resume:
+                prepare_resume(run_dir, console)
+            else:
+                storage.write_json(str(run_dir / PARAMS_FILE), params)
+            task = run_in(run_dir, pipeline, params, verbose, console, resume)
+            publish_run(run_dir, task)
+    finally:
+        console.close()
     point_latest(runs_dir, run_dir)
+    return run_dir
+
+
+def prepare_resume(run_dir: Path, console: Console) -> None:
+    """What a killed attempt left: its processes (if its watchdog died too) and temporaries."""
+    processes = kill_run_processes(run_dir)
+    temporaries = remove_temporaries(run_dir)
+    console.line(f"resuming run {run_dir.name}: {processes} leftover processes ended, "
+                 f"{temporaries} temporaries removed")
+
+
+def run_in(run_dir: Path, pipeline, params: dict[str, Any], verbose: bool, console: Console, resume: bool):
+    """kfp.local runs ``pipeline`` in ``run_dir`` with its cache on; returns its output task."""
+    from kfp import local
+
     logs_dir = run_dir / LOGS_DIR
-    logs_dir.mkdir()
+    logs_dir.mkdir(exist_ok=True)
     # The components' base image is ours and its package is installed here: that is the point.
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
     # Accelerator, node-pool and display-name settings are for the cluster; locally they are no-ops.
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
+    (run_dir / TMP_DIR).mkdir(exist_ok=True)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(run_dir / "pipeline"),
+        pipeline_root=str(run_dir / PIPELINE_DIR),
+        workspace_root=str(run_dir / TMP_DIR / "kfp-workspace"),
         raise_on_error=True,
+        enable_caching=True,
+        cache_root=str(run_dir / PIPELINE_DIR / KFP_CACHE_DIR),
     )
-    console = Console(stream or sys.stdout)
     console.line(f"local run {run_dir}; task logs in {logs_dir}/")
-    try:
-        with environment_defaults(task_environment(verbose)), capture_kfp_output(
-            logs_dir / PIPELINE_LOG, echo=verbose
-        ) as current:
-            reporter = TaskReporter(logs_dir, console, current, display_names(pipeline))
-            with wrapping_each_task(reporter.wrap):
-                task = run_reporting_failures(lambda: pipeline(**params), reporter)
-    finally:
-        console.close()
-    (run_dir / "params.json").write_text(json.dumps(effective_params(pipeline, params), indent=2))
+    reused: list[str] = []
+    run_env = {RUN_ENV: str(run_dir), "TMPDIR": str(run_dir / TMP_DIR)}
+    with watched(run_dir), stopping_on_signals(run_dir), mock.patch.dict(os.environ, run_env), \
+            environment_defaults(task_environment(verbose)), \
+            capture_kfp_output(logs_dir / PIPELINE_LOG, echo=verbose) as current:
+        reporter = TaskReporter(logs_dir, console, current, display_names(pipeline))
+        with kfp_local_hooks(reporter.wrap, run_dir.name, reused):
+            task = run_reporting_failures(lambda: pipeline(**params), reporter)
+    if resume:
+        console.line(f"resumed run {run_dir.name}: {len(reused)} tasks reused, {reporter.ran} run")
+    return task
+
+
+def publish_run(run_dir: Path, task) -> None:
+    """The run's results at its top level (metrics.json or dry_run.json last: the run is then
+    finished), and no temporary left."""
+    from musictext import storage
+    from musictext.report.assemble import link_or_copy
+
+    remove_temporaries(run_dir)
     if not hasattr(task.output, "path"):  # a parameter output (the dry run's shard counts)
-        (run_dir / DRY_RUN_FILE).write_text(json.dumps(task.output, indent=1))
-        return run_dir
+        storage.write_json(str(run_dir / DRY_RUN_FILE), task.output)
+        return
     out = Path(task.output.path)
     for name in DELIVERABLES:
         if (out / name).exists():
-            link_or_copy(out / name, run_dir / name)
-    return run_dir
+            target = run_dir / name
+            if target.is_dir():  # an earlier attempt's, which may be part-made
+                shutil.rmtree(target)
+            target.unlink(missing_ok=True)
+            link_or_copy(out / name, target)
 
 
 def run_reporting_failures(run: Callable[[], Any], reporter: TaskReporter) -> Any:

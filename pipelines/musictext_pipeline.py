@@ -1,17 +1,34 @@
 """The musictext DAG: sources -> clips -> audio targets + text -> train (2 stages) -> eval -> export.
 
 One pipeline function serves both worlds: ``musictext run --local`` executes it with
-``kfp.local.SubprocessRunner`` and ``musictext compile`` writes it as KFP pipeline YAML for a
-cluster. Defaults are the laptop demo's; ``musictext compile`` swaps in cluster defaults.
+``kfp.local.SubprocessRunner`` and ``musictext compile`` writes its cluster form
+(``cluster_pipeline``: the same DAG inside an exit handler that deletes the run's training jobs,
+retries on the steps a lost node kills, the bucket Secret in every task) as KFP pipeline YAML.
+Defaults are the laptop demo's; ``musictext compile`` swaps in cluster defaults.
 """
+
+import inspect
+from dataclasses import dataclass
 
 from kfp import dsl, kubernetes
 from kfp.dsl import Dataset
+from kfp.dsl.graph_component import GraphComponent
+from kfp.dsl.pipeline_context import Pipeline
 
-from musictext.cluster import DEFAULT_GPU_NODE_SELECTOR, GPU_RESOURCE, GPU_TOLERATION
+from musictext.cluster import (
+    BUCKET_SECRET_DIR,
+    CREDENTIALS_ENV,
+    DEFAULT_BUCKET_SECRET_KEY,
+    DEFAULT_GPU_NODE_SELECTOR,
+    GPU_RESOURCE,
+    GPU_TOLERATION,
+    credentials_path,
+)
 from musictext.config import FAMILIES
 
+from musictext_kfp.components.check_params import check_params
 from musictext_kfp.components.check_shard import check_shard
+from musictext_kfp.components.cleanup_jobs import cleanup_jobs
 from musictext_kfp.components.clip import clip
 from musictext_kfp.components.download import download
 from musictext_kfp.components.embed_audio import embed_audio
@@ -23,6 +40,7 @@ from musictext_kfp.components.merge_shards import merge_shards
 from musictext_kfp.components.prepare_text import prepare_text
 from musictext_kfp.components.report import report
 from musictext_kfp.components.train import train
+from musictext_kfp.fanout import MAX_FANOUT
 from musictext_kfp.images import IMAGE
 
 PIPELINE_NAME = "musictext"
@@ -38,18 +56,32 @@ def on_gpu_pool(task: dsl.PipelineTask, node_selector) -> dsl.PipelineTask:
     return task
 
 
+def job_placement(task: dsl.PipelineTask, node_selector) -> dsl.PipelineTask:
+    """The GPU pool's node selector and taint toleration on a task that launches a training job:
+    its task_config passthroughs hand them to the job instead of this (CPU) launcher pod."""
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.add_toleration(task, **GPU_TOLERATION)
+    return task
+
+
 def named(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
     task.set_display_name(name)
     return task
 
 
-def list_step(sources, source_options, folder, corpus_size, shard_size, seed) -> dsl.PipelineTask:
-    """The listing task both pipelines start with."""
+def list_step(sources, source_options, folder, corpus_size, shard_size, seed, **more_params) -> dsl.PipelineTask:
+    """The tasks both pipelines start with: check every parameter (``more_params``: those beyond
+    the listing's), then list the sources into at most MAX_FANOUT shards."""
+    checked = named(
+        check_params(sources=sources, source_options=source_options, folder=folder, corpus_size=corpus_size,
+                     shard_size=shard_size, seed=seed, listing_only=not more_params, **more_params),
+        "check parameters",
+    )
     return named(
         list_sources(sources=sources, source_options=source_options, folder=folder, corpus_size=corpus_size,
-                     shard_size=shard_size, seed=seed),
+                     shard_size=shard_size, seed=seed, max_fanout=MAX_FANOUT),
         "list sources",
-    )
+    ).after(checked)
 
 
 @dsl.pipeline(
@@ -80,6 +112,7 @@ def musictext_pipeline(
     procs_per_node: int = 1,
     train_image: str = IMAGE,
     train_timeout_minutes: int = 24 * 60,
+    train_options: dict = {},
 ) -> Dataset:
     """The whole run, from sources to exported checkpoints and a report.
 
@@ -111,17 +144,21 @@ def musictext_pipeline(
         epochs_stage2: Stage-2 (InfoNCE + MSE) epochs; 0 keeps the family config's value.
         batch_size: Training batch size; 0 keeps the family config's value.
         gpu_node_selector: Node labels of the GPU pool that runs audio embedding and training.
-        train_launcher: How training runs: local (torchrun in the task) or pytorchjob (a
-            Kubeflow PyTorchJob).
-        train_nodes: Nodes of the training PyTorchJob (the local launcher runs one).
+        train_launcher: How training runs: local (torchrun in the task), trainjob (a Kubeflow
+            Trainer v2 TrainJob) or pytorchjob (a Kubeflow Training Operator v1 PyTorchJob).
+        train_nodes: Nodes of the training job (the local launcher runs one).
         gpus_per_node: GPUs each training node requests; 0 trains on CPU.
         procs_per_node: Training processes per node (torchrun --nproc-per-node).
-        train_image: Image of the training PyTorchJob's pods.
+        train_image: Image of the training job's pods.
         train_timeout_minutes: Time limit of one training stage, in minutes.
+        train_options: More settings of the training job, as FIELD=VALUE with dotted fields
+            nesting (e.g. requests.cpu=8, shm_size=16Gi, namespace=ml, cleanup=never); the
+            local launcher ignores the cluster-only ones.
     """
+    run_params = dict(locals())  # every parameter, for the first task's checks
     # 1. plan shards, then per shard: download (render for `synthetic`), clip, and compute the
     #    audio targets of every family on the GPU pool as soon as that shard is clipped.
-    plan = list_step(sources, source_options, folder, corpus_size, shard_size, seed)
+    plan = list_step(**run_params)
     with dsl.ParallelFor(plan.outputs["Output"], parallelism=DOWNLOAD_PARALLELISM) as shard:
         raw = named(
             download(shard=shard, records=plan.outputs["records"]),
@@ -172,6 +209,7 @@ def musictext_pipeline(
             epochs_stage1=epochs_stage1,
             epochs_stage2=epochs_stage2,
             batch_size=batch_size,
+            seed=seed,
             text=text.outputs["text"],
             targets=targets.outputs["targets"],
             launcher=train_launcher,
@@ -181,10 +219,17 @@ def musictext_pipeline(
             node_selector=gpu_node_selector,
             train_image=train_image,
             timeout_minutes=train_timeout_minutes,
+            train_options=train_options,
+            # The job's labels and name: a retried task finds the job its first attempt started.
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            task_id=dsl.PIPELINE_TASK_ID_PLACEHOLDER,
         )
-        stage1 = named(train(stage=1, **launch), "train stage 1 (InfoNCE)")
-        stage2 = named(
-            train(stage=2, init=stage1.outputs["model"], **launch), "train stage 2 (InfoNCE+MSE)"
+        stage1 = job_placement(
+            named(train(stage=1, **launch), "train stage 1 (InfoNCE)"), gpu_node_selector
+        )
+        stage2 = job_placement(
+            named(train(stage=2, init=stage1.outputs["model"], **launch), "train stage 2 (InfoNCE+MSE)"),
+            gpu_node_selector,
         )
         scored = named(
             evaluate(
@@ -247,3 +292,82 @@ def fanout_dry_run(
     with dsl.ParallelFor(plan.outputs["Output"], parallelism=DOWNLOAD_PARALLELISM) as shard:
         checked = named(check_shard(shard=shard, records=plan.outputs["records"]), "check shard")
     return dsl.Collected(checked.output)
+
+
+# ---- The cluster form: what only a run on Kubeflow needs, added when the YAML is compiled. ----
+
+@dataclass(frozen=True)
+class Retry:
+    """KFP's retry policy of a task: waits of ``backoff``, times ``factor`` each retry."""
+
+    retries: int
+    backoff: str
+    factor: float = 2.0
+    max_backoff: str = "3600s"
+
+
+# The steps a lost (preempted, drained) node kills, by component name. Each picks up where it
+# stopped: download keeps the items fetched, embedding redoes one shard, and train finds the job
+# its first attempt started (named by run and task id), whose training resumes from its newest
+# checkpoint. A retried pod waits in Pending for a node anyway: the backoff only spaces attempts
+# at a failing source or API server.
+RETRIES = {
+    "download": Retry(3, "60s"),
+    "embed-audio": Retry(3, "60s"),
+    "train": Retry(2, "120s"),
+}
+# Pipelines whose runs start training jobs on the cluster: their cluster form deletes them at exit.
+LAUNCH_JOBS = {"musictext_pipeline"}
+
+
+def cluster_pipeline(
+    name: str = "musictext_pipeline",
+    bucket_secret: str = "",
+    bucket_secret_key: str = DEFAULT_BUCKET_SECRET_KEY,
+) -> GraphComponent:
+    """The cluster form of the pipeline function ``name`` of this module: the same parameters
+    and DAG, with
+
+    * an exit handler (``LAUNCH_JOBS`` only) whose task deletes the run's training jobs after
+      the run ends, succeeded, failed or cancelled (KFP returns no pipeline output from inside
+      an exit handler, so this form returns nothing: the report stays an artifact of its task);
+    * ``RETRIES`` on the steps a lost node kills (kfp.local would retry them too, with the same
+      waits, which only slows a failing local run down);
+    * ``bucket_secret`` (a Secret's name; "" = none) mounted in every task, with
+      GOOGLE_APPLICATION_CREDENTIALS pointing at its ``bucket_secret_key``.
+    """
+    base = globals()[name]
+    body = base.pipeline_func
+    names = list(inspect.signature(body).parameters)
+
+    def on_cluster(*args):
+        params = dict(zip(names, args))
+        if name in LAUNCH_JOBS:
+            cleanup = named(
+                cleanup_jobs(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, launcher=params["train_launcher"],
+                             train_options=params["train_options"]),
+                "delete training jobs",
+            ).set_caching_options(False)  # a cached cleanup deletes nothing
+            with dsl.ExitHandler(cleanup, name="run"):
+                body(**params)
+        else:
+            body(**params)
+        for task in Pipeline.get_default_pipeline().tasks.values():
+            cluster_task(task, bucket_secret, bucket_secret_key)
+
+    # KFP reads a pipeline's inputs and their help from its signature and docstring.
+    on_cluster.__signature__ = inspect.signature(body).replace(return_annotation=inspect.Signature.empty)
+    on_cluster.__doc__ = body.__doc__
+    on_cluster.__name__ = body.__name__
+    return dsl.pipeline(name=base.name, description=base.description)(on_cluster)
+
+
+def cluster_task(task: dsl.PipelineTask, bucket_secret: str, bucket_secret_key: str) -> None:
+    """One task's cluster-only settings: its retry policy, the bucket Secret."""
+    retry = RETRIES.get(task.component_spec.name)
+    if retry:
+        task.set_retry(num_retries=retry.retries, backoff_duration=retry.backoff,
+                       backoff_factor=retry.factor, backoff_max_duration=retry.max_backoff)
+    if bucket_secret:
+        kubernetes.use_secret_as_volume(task, secret_name=bucket_secret, mount_path=BUCKET_SECRET_DIR)
+        task.set_env_variable(CREDENTIALS_ENV, credentials_path(bucket_secret_key))

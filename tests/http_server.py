@@ -5,6 +5,7 @@ or ignore Range. Every request is logged (path, Range header, status)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -75,6 +76,16 @@ def _handler(root: Path, faults: Faults):
 
     return Handler
 
+
+
+def send_json(handler: BaseRequestHandler, status: int, body) -> None:
+    """Answer a request with ``body`` as JSON."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 @contextlib.contextmanager
 def serve_handler(handler: Callable[..., BaseRequestHandler]) -> Iterator[tuple[str, ThreadingHTTPServer]]:

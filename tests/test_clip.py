@@ -356,4 +356,4 @@ def test_phase_from_the_manifest_row(tmp_path):
                    "song#0": 2, "long-clip#0": 1}
     assert summary["full_songs"] == 2
     assert read_rejections(str(tmp_path / "o")) == [
-        {"stage": "clip", "item": "bad", "reason": "phase 3 is not one of (1, 2)"}]
+        {"stage": "clip", "item": "bad", "reason": "bad manifest row: phase: Input should be 1 or 2 (got 3)"}]

@@ -77,9 +77,15 @@ def sequential(path: Path, start: int, stop: int) -> np.ndarray:
 
 
 def write_shard(root: Path, tracks: list[dict]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    rows = [{"source": "fixture", "split": "train", "captions": ["a test signal"], "tags": [],
-             "licence": "CC0-1.0", **t} for t in tracks]
+    """A raw shard of ``tracks`` (each ``path`` a file anywhere): the files are linked into the
+    shard's audio/, as manifest paths stay inside their shard."""
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for t in tracks:
+        link = root / "audio" / f"{t['track_id']}{Path(t['path']).suffix}"
+        link.symlink_to(Path(t["path"]).resolve())
+        rows.append({"source": "fixture", "split": "train", "captions": ["a test signal"], "tags": [],
+                     "licence": "CC0-1.0", **t, "path": f"audio/{link.name}"})
     (root / layout.MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 

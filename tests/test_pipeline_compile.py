@@ -7,7 +7,10 @@ import pytest
 
 from musictext_kfp.cli import main as cli_main
 from musictext_kfp.compile import CLUSTER_DEFAULTS, compile_pipeline, validate_pipeline_yaml
+from musictext_kfp.fanout import MAX_FANOUT
 from musictext_kfp.images import AUDIO_IMAGE, IMAGE
+from musictext.cluster import BUCKET_SECRET_DIR as BUCKET_SECRET_MOUNT
+from musictext_kfp.musictext_pipeline import RETRIES
 
 
 @pytest.fixture(scope="module")
@@ -18,14 +21,23 @@ def compiled(tmp_path_factory):
     return path, spec, platform
 
 
-def executor_of(spec: dict, task_name: str) -> str:
-    """Find the executor of a task wherever it sits (root DAG or a loop's sub-DAG)."""
+def dag_with(spec: dict, task_name: str) -> dict:
+    """The tasks of the DAG (root, exit handler's or a loop's) that holds ``task_name``."""
     for comp in [spec["root"], *spec["components"].values()]:
         tasks = comp.get("dag", {}).get("tasks", {})
         if task_name in tasks:
-            comp_ref = tasks[task_name]["componentRef"]["name"]
-            return spec["components"][comp_ref]["executorLabel"]
+            return tasks
     raise KeyError(task_name)
+
+
+def executor_of(spec: dict, task_name: str) -> str:
+    """Find the executor of a task wherever it sits (root DAG or a sub-DAG)."""
+    comp_ref = dag_with(spec, task_name)[task_name]["componentRef"]["name"]
+    return spec["components"][comp_ref]["executorLabel"]
+
+
+def k8s_executors(platform: dict) -> dict:
+    return platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
 def test_parses_with_protos(compiled):
@@ -38,8 +50,8 @@ def test_parses_with_protos(compiled):
 def test_stages_present_in_order(compiled):
     _, spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]
-    for stage in ("list-sources", "download", "clip", "embed-audio", "merge-shards",
-                  "gather-targets", "prepare-text", "train", "evaluate", "export", "report"):
+    for stage in ("check-params", "list-sources", "download", "clip", "embed-audio", "merge-shards",
+                  "gather-targets", "prepare-text", "train", "evaluate", "export", "report", "cleanup-jobs"):
         assert f"exec-{stage}" in executors, stage
     # Two training stages: stage 2 depends on stage 1's model.
     loop = next(c for c in spec["components"].values()
@@ -51,11 +63,19 @@ def test_stages_present_in_order(compiled):
 
 def test_fan_out_uses_parallel_for(compiled):
     _, spec, _ = compiled
-    root_tasks = spec["root"]["dag"]["tasks"]
-    loops = [t for t in root_tasks.values() if "parameterIterator" in t]
+    run_tasks = dag_with(spec, "list-sources")
+    loops = [t for t in run_tasks.values() if "parameterIterator" in t]
     assert len(loops) == 2  # shards (download, clip, embed) and families
     shard_loop = next(t for t in loops if "list-sources" in t.get("dependentTasks", []))
     assert shard_loop["iteratorPolicy"]["parallelismLimit"] == 8
+    # The listing cuts at most MAX_FANOUT shards, after every parameter was checked.
+    listing = run_tasks["list-sources"]
+    assert listing["inputs"]["parameters"]["max_fanout"]["runtimeValue"]["constant"] == MAX_FANOUT
+    assert "check-params" in listing["dependentTasks"]
+    checked = run_tasks["check-params"]["inputs"]["parameters"]
+    assert set(checked) - {"listing_only"} == set(spec["root"]["inputDefinitions"]["parameters"]), \
+        "every parameter is checked"
+    assert checked["listing_only"]["runtimeValue"]["constant"] is False
     # One audio-embedding task per shard, inside the shard loop, fed by that shard's clips.
     body = spec["components"][shard_loop["componentRef"]["name"]]["dag"]["tasks"]
     assert {"download", "clip", "embed-audio"} <= set(body)
@@ -75,7 +95,7 @@ def test_embedding_on_gpu_pool(compiled):
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s[
         "tolerations"
     ]
-    # Only the embedding step asks for the GPU pool (training asks through its PyTorchJob).
+    # Only the embedding step asks for the GPU pool (training asks through its job).
     gpu_execs = [
         name for name, ex in spec["deploymentSpec"]["executors"].items()
         if ex["container"].get("resources", {}).get("accelerator")
@@ -97,7 +117,8 @@ def test_images_and_cluster_defaults(compiled):
                  "gpu_node_selector", "train_nodes", "gpus_per_node", "profile"):
         assert knob in params, knob
     assert params["profile"]["defaultValue"] == CLUSTER_DEFAULTS["profile"]
-    assert params["train_launcher"]["defaultValue"] == "pytorchjob"
+    assert params["train_launcher"]["defaultValue"] == "trainjob"
+    assert params["train_options"]["defaultValue"] == {}
     assert spec["defaultPipelineRoot"] == "gs://bucket/musictext"
 
 
@@ -211,4 +232,119 @@ def test_dry_run_compiles_with_only_the_listing_parameters(tmp_path):
     assert set(params) == {"sources", "source_options", "folder", "corpus_size", "shard_size", "seed"}
     assert params["shard_size"]["defaultValue"] == 5
     executors = spec["deploymentSpec"]["executors"]
-    assert {"exec-list-sources", "exec-check-shard"} <= set(executors) and "exec-download" not in executors
+    assert {"exec-check-params", "exec-list-sources", "exec-check-shard"} <= set(executors)
+    # No training, so no jobs to clean up; nothing is retried.
+    assert "exec-download" not in executors and "exec-cleanup-jobs" not in executors
+    assert "retryPolicy" not in out.read_text()
+
+
+def test_exit_handler_deletes_the_runs_jobs(compiled):
+    """The DAG runs inside an exit handler whose task, after success, failure or cancel, deletes
+    the training jobs labelled with this run's id (never from the cache)."""
+    _, spec, _ = compiled
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"cleanup-jobs", "exit-handler-1"}
+    cleanup = root["cleanup-jobs"]
+    assert cleanup["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert cleanup["dependentTasks"] == ["exit-handler-1"]
+    assert cleanup["cachingOptions"] == {}  # caching off
+    inputs = cleanup["inputs"]["parameters"]
+    assert inputs["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert inputs["launcher"]["componentInputParameter"] == "train_launcher"
+    assert inputs["train_options"]["componentInputParameter"] == "train_options"
+    assert "report" in spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+
+
+@pytest.mark.parametrize("task", ["train", "train-2"])
+def test_train_task_identity_seed_options_and_passthroughs(compiled, task):
+    _, spec, platform = compiled
+    inputs = dag_with(spec, task)[task]["inputs"]["parameters"]
+    assert inputs["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert inputs["task_id"]["runtimeValue"]["constant"] == "{{$.pipeline_task_uuid}}"
+    assert inputs["seed"]["componentInputParameter"] == "pipelinechannel--seed"
+    assert inputs["train_options"]["componentInputParameter"] == "pipelinechannel--train_options"
+    comp = spec["components"][dag_with(spec, task)[task]["componentRef"]["name"]]
+    assert comp["inputDefinitions"]["parameters"]["task_config"]["parameterType"] == "TASK_CONFIG"
+    # Placement goes to the job (not this launcher pod); env and volumes apply to the pod too.
+    passthroughs = {p["field"]: p.get("applyToTask", False) for p in comp["taskConfigPassthroughs"]}
+    assert passthroughs == {"RESOURCES": False, "KUBERNETES_NODE_SELECTOR": False,
+                            "KUBERNETES_TOLERATIONS": False, "ENV": True, "KUBERNETES_VOLUMES": True}
+    k8s = k8s_executors(platform)[executor_of(spec, task)]
+    assert k8s["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"].endswith("gpu_node_selector")
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in k8s["tolerations"]
+
+
+def test_retries_on_the_preemptible_steps_only(compiled):
+    _, spec, _ = compiled
+    retried = {}
+    for comp in spec["components"].values():
+        for name, task in comp.get("dag", {}).get("tasks", {}).items():
+            if "retryPolicy" in task:
+                retried[name] = task["retryPolicy"]
+    assert set(retried) == {"download", "embed-audio", "train", "train-2"}
+    for name, policy in retried.items():
+        want = RETRIES[name.removesuffix("-2")]
+        assert policy["maxRetryCount"] == want.retries
+        assert policy["backoffDuration"] == want.backoff and policy["backoffFactor"] == want.factor
+
+
+def test_bucket_secret_in_every_task_by_name_only(tmp_path):
+    out = tmp_path / "p.yaml"
+    assert cli_main(["compile", "--output", str(out), "--bucket-secret", "mt-bucket:sa.json",
+                     "--train-options", "requests.cpu=8", "--train-options", "shm_size=16Gi"]) == 0
+    text = out.read_text()
+    spec, platform = list(yaml.safe_load_all(text))
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = k8s_executors(platform)
+    assert set(k8s) == set(executors)  # every task
+    for name, executor in executors.items():
+        (mount,) = k8s[name]["secretAsVolume"]
+        assert (mount["secretName"], mount["mountPath"], mount["optional"]) == ("mt-bucket", BUCKET_SECRET_MOUNT, False)
+        assert {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{BUCKET_SECRET_MOUNT}/sa.json"} in \
+            executor["container"]["env"], name
+    # The training jobs mount it too (their launch config), merged with the options given.
+    options = spec["root"]["inputDefinitions"]["parameters"]["train_options"]["defaultValue"]
+    assert options == {"bucket_secret": "mt-bucket", "bucket_secret_key": "sa.json",
+                       "requests": {"cpu": "8"}, "shm_size": "16Gi"}
+    # The Secret by name: nothing of a Secret object or its data is in the file.
+    assert "kind: Secret" not in text and "stringData" not in text
+    assert text.count("mt-bucket") == 2 * len(executors) + 1  # secretName + its parameter, + the option
+
+
+def test_bad_bucket_secret_is_refused(tmp_path):
+    assert cli_main(["compile", "--output", str(tmp_path / "p.yaml"), "--bucket-secret", "Not_A/Name"]) == 2
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_no_bucket_secret_no_mount(compiled):
+    _, spec, platform = compiled
+    assert not any("secretAsVolume" in e for e in k8s_executors(platform).values())
+    assert not any(e["container"].get("env") for e in spec["deploymentSpec"]["executors"].values())
+
+
+def test_train_options_nest_dotted_fields():
+    from musictext_kfp.cli import build_parser, pipeline_params
+
+    args = build_parser().parse_args([
+        "run", "--local", "--train-options", "requests.cpu=8", "--train-options", "requests.memory=32Gi",
+        "--train-options", "shm_size=16Gi", "--train-options", "labels.team.name=ml",
+        "--train-options", 'tolerations=[{"key": "spot", "operator": "Exists"}]',
+    ])
+    assert pipeline_params(args)["train_options"] == {
+        "requests": {"cpu": "8", "memory": "32Gi"}, "shm_size": "16Gi", "labels": {"team": {"name": "ml"}},
+        "tolerations": [{"key": "spot", "operator": "Exists"}]}
+    for bad in (["requests.=8"], ["shm_size=16Gi", "shm_size.x=1"], ["tolerations=[oops"]):
+        args = build_parser().parse_args(["run", "--local", *[f"--train-options={b}" for b in bad]])
+        with pytest.raises(SystemExit):
+            pipeline_params(args)
+
+
+def test_launcher_choices():
+    from musictext.train.launch import launchers
+    from musictext_kfp.cli import CHOICES, build_parser
+
+    assert sorted(CHOICES["train_launcher"]) == launchers() == ["local", "pytorchjob", "trainjob"]
+    for launcher in ("local", "trainjob", "pytorchjob"):
+        assert build_parser().parse_args(["compile", "--train-launcher", launcher]).train_launcher == launcher
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["compile", "--train-launcher", "slurm"])

@@ -1,5 +1,6 @@
-"""The launch configs, PyTorchJob manifests against the CRD schema, and the wait logic against a
-fake API."""
+"""The launch configs, PyTorchJob manifests against the CRD schema, and the shared wait logic
+(musictext.train.launch.cluster) against a fake API. Adoption, cancel, failure reports and RBAC
+of both cluster backends: tests/test_trainjob.py."""
 
 import copy
 import json
@@ -14,6 +15,8 @@ from pydantic import ValidationError
 
 from musictext.config import load_family_config
 from musictext.train.launch import (
+    PYTORCHJOB,
+    JobFailed,
     LocalConfig,
     PyTorchJobBackend,
     PyTorchJobConfig,
@@ -21,10 +24,13 @@ from musictext.train.launch import (
     build_pytorchjob,
     launch,
     launch_config,
+    run_job,
     run_train_task,
+    wait_for_job,
 )
-from musictext.train.pytorchjob import JobFailed, run_pytorchjob, wait_for_job
+from tests.fake_k8s import FakeClock, FakeCluster, cond
 from tests.k8s_schemas import crd_validator
+
 
 @pytest.fixture(scope="module")
 def validator():
@@ -36,7 +42,8 @@ def _manifest(**kw):
         image="registry/musictext:1", nnodes=3, nproc_per_node=4, gpus_per_node=4,
         node_selector={"pool": "gpu"},
         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        service_account="trainer", env={"HF_HUB_OFFLINE": "1"}, cpu="8", memory="32Gi",
+        service_account="trainer", env={"HF_HUB_OFFLINE": "1"}, requests={"cpu": "8", "memory": "32Gi"},
+        limits={"memory": "32Gi"},
         ttl_seconds_after_finished=3600,
     )
     options.update(kw)
@@ -61,7 +68,10 @@ def test_manifest_validates_and_has_the_operator_contract(validator):
     assert not any(a.startswith("--nnodes") or a.startswith("--master") for a in container["command"])
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
     assert pod["nodeSelector"] == {"pool": "gpu"} and pod["serviceAccountName"] == "trainer"
-    assert spec["runPolicy"]["backoffLimit"] == 0
+    assert spec["runPolicy"]["backoffLimit"] == 0 and spec["runPolicy"]["cleanPodPolicy"] == "Running"
+    assert spec["runPolicy"]["activeDeadlineSeconds"] == 24 * 3600  # the launcher's timeout by default
+    assert spec["runPolicy"]["ttlSecondsAfterFinished"] == 3600
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_single_node_has_no_workers(validator):
@@ -71,7 +81,10 @@ def test_single_node_has_no_workers(validator):
     pod = m["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     assert "tolerations" not in pod and "nodeSelector" not in pod  # no GPUs: no GPU-pool toleration
     container = pod["containers"][0]
-    assert container["resources"] == {"limits": {"cpu": "8", "memory": "32Gi"}, "requests": {"cpu": "8", "memory": "32Gi"}}
+    assert container["resources"] == {"limits": {"memory": "32Gi"}, "requests": {"cpu": "8", "memory": "32Gi"}}
+    assert "imagePullPolicy" not in container
+    assert _manifest(image_pull_policy="Always")["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"][
+        "containers"][0]["imagePullPolicy"] == "Always"
 
 
 def test_schema_rejects_broken_manifests(validator):
@@ -145,98 +158,104 @@ def test_job_spec_needs_one_config_source_and_validates_it_up_front():
 
 
 # -- waiting on a fake cluster ---------------------------------------------------------------
-class FakeApi:
-    """CustomObjectsApi stand-in: serves a scripted sequence of job states."""
-
-    def __init__(self, states, errors=()):
-        self.states = list(states)
-        self.errors = list(errors)
-        self.created, self.deleted, self.request_timeouts = [], [], []
-
-    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
-        assert (group, version, plural) == ("kubeflow.org", "v1", "pytorchjobs")
-        self.created.append(body)
-
-    def get_namespaced_custom_object(self, group, version, namespace, plural, name, _request_timeout=None):
-        self.request_timeouts.append(_request_timeout)
-        if self.errors:
-            err = self.errors.pop(0)
-            if err is not None:
-                raise err
-        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
-        return {"metadata": {"name": name}, "status": {"conditions": state}}
-
-    def delete_namespaced_custom_object(self, group, version, namespace, plural, name):
-        self.deleted.append(name)
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 0.0
-
-    def __call__(self):
-        return self.t
-
-    def sleep(self, s):
-        self.t += s
-
-
-def cond(kind, status="True", message=""):
-    return {"type": kind, "status": status, "message": message}
-
-
 RUNNING = [cond("Created"), cond("Running")]
 
 
-def test_wait_succeeded():
-    api = FakeApi([[], [cond("Created")], RUNNING, [cond("Created", "True"), cond("Running", "False"), cond("Succeeded")]])
+def _scripted(*states) -> FakeCluster:
+    cluster = FakeCluster(default_script=[list(s) for s in states])
+    cluster.add(_manifest())
+    cluster.script["musictext-muq-s1-abc123"] = [list(s) for s in states]
+    return cluster
+
+
+def _wait(cluster, timeout_s=600, poll_s=10, **kw):
     clock = FakeClock()
-    job = wait_for_job(api, "j", "ns", timeout_s=600, poll_s=10, clock=clock, sleep=clock.sleep)
-    assert job["metadata"]["name"] == "j"
+    job = wait_for_job(cluster, PYTORCHJOB, "musictext-muq-s1-abc123", "team", timeout_s=timeout_s, poll_s=poll_s,
+                       clock=clock, sleep=clock.sleep, **kw)
+    return job, clock
+
+
+def test_wait_succeeded():
+    cluster = _scripted([], [cond("Created")], RUNNING,
+                        [cond("Created", "True"), cond("Running", "False"), cond("Succeeded")])
+    requests = []
+    get = cluster.get_namespaced_custom_object
+    cluster.get_namespaced_custom_object = lambda *a, _request_timeout=None: (requests.append(_request_timeout),
+                                                                              get(*a))[1]
+    job, clock = _wait(cluster)
+    assert job["metadata"]["name"] == "musictext-muq-s1-abc123"
     assert clock.t == 30
-    assert all(t == 30.0 for t in api.request_timeouts)  # short per-request timeout, separate from the job's
+    assert set(requests) == {30.0}  # short per-request timeout, separate from the job's
 
 
 def test_wait_failed_raises_with_message():
-    api = FakeApi([RUNNING, [cond("Created"), cond("Running", "False"), cond("Failed", message="pytorch exited 1: OOM")]])
-    clock = FakeClock()
+    cluster = _scripted(RUNNING, [cond("Created"), cond("Running", "False"), cond("Failed", message="pytorch exited 1: OOM")])
     with pytest.raises(JobFailed, match="OOM"):
-        wait_for_job(api, "j", "ns", timeout_s=600, poll_s=10, clock=clock, sleep=clock.sleep)
+        _wait(cluster)
 
 
 def test_wait_times_out_on_the_job_clock():
-    api = FakeApi([RUNNING])
     clock = FakeClock()
     with pytest.raises(TimeoutError, match="not finished after 100s"):
-        wait_for_job(api, "j", "ns", timeout_s=100, poll_s=30, clock=clock, sleep=clock.sleep)
+        wait_for_job(_scripted(RUNNING), PYTORCHJOB, "musictext-muq-s1-abc123", "team", timeout_s=100, poll_s=30,
+                     clock=clock, sleep=clock.sleep)
     assert 100 <= clock.t <= 130
 
 
 def test_transient_api_errors_are_retried_but_others_raise():
-    class ApiErr(Exception):
-        def __init__(self, status):
-            self.status = status
+    from kubernetes.client.exceptions import ApiException
 
-    api = FakeApi([[cond("Succeeded")]], errors=[ApiErr(404), ApiErr(503), None])
-    clock = FakeClock()
-    wait_for_job(api, "j", "ns", timeout_s=100, poll_s=1, clock=clock, sleep=clock.sleep)
-    api = FakeApi([[cond("Succeeded")]], errors=[ApiErr(403)])
-    with pytest.raises(ApiErr):
-        wait_for_job(api, "j", "ns", timeout_s=100, poll_s=1, clock=clock, sleep=clock.sleep)
+    def failing(*statuses):
+        cluster = _scripted([cond("Succeeded")])
+        errors = list(statuses)
+        get = cluster.get_namespaced_custom_object
+
+        def flaky(*a, **kw):
+            if errors:
+                raise ApiException(status=errors.pop(0))
+            return get(*a, **kw)
+
+        cluster.get_namespaced_custom_object = flaky
+        return cluster
+
+    _wait(failing(404, 503, 429), poll_s=1)
+    with pytest.raises(ApiException):
+        _wait(failing(403), poll_s=1)
+    # A job seen once and then gone was deleted under us: that is a failure, not a wait.
+    cluster = _scripted(RUNNING)
+    get = cluster.get_namespaced_custom_object
+    seen = []
+
+    def vanishing(*a, **kw):
+        if seen:
+            raise ApiException(status=404)
+        seen.append(1)
+        return get(*a, **kw)
+
+    cluster.get_namespaced_custom_object = vanishing
+    with pytest.raises(JobFailed, match="deleted while running"):
+        _wait(cluster, poll_s=1)
 
 
 def test_run_cleans_up_per_policy():
-    ok = FakeApi([[cond("Succeeded")]])
-    run_pytorchjob(_manifest(), api=ok, poll_s=0)
-    assert ok.created and ok.deleted == ["musictext-muq-s1-abc123"]
-    failed = FakeApi([[cond("Failed", message="boom")]])
-    with pytest.raises(JobFailed):
-        run_pytorchjob(_manifest(), api=failed, poll_s=0)
+    def run(states, **kw):
+        cluster = FakeCluster(default_script=states)
+        run_job(_manifest(), PYTORCHJOB, api=cluster, core=cluster, poll_s=0, **kw)
+        return cluster
+
+    ok = run([[cond("Succeeded")]])
+    assert ok.created and [n for n, _ in ok.deleted] == ["musictext-muq-s1-abc123"]
+    assert run([[cond("Succeeded")]], cleanup="never").deleted == []
+    failed = FakeCluster(default_script=[[cond("Failed", message="boom")]])
+    with pytest.raises(JobFailed, match="boom"):
+        run_job(_manifest(), PYTORCHJOB, api=failed, core=failed, poll_s=0)
     assert failed.deleted == []  # kept for debugging by default
-    failed = FakeApi([[cond("Failed", message="boom")]])
+    failed = FakeCluster(default_script=[[cond("Failed", message="boom")]])
     with pytest.raises(JobFailed):
-        run_pytorchjob(_manifest(), api=failed, poll_s=0, cleanup="always")
+        run_job(_manifest(), PYTORCHJOB, api=failed, core=failed, poll_s=0, cleanup="always")
     assert failed.deleted
+    with pytest.raises(ValueError, match="cleanup must be"):
+        run_job(_manifest(), PYTORCHJOB, api=failed, cleanup="sometimes")
 
 
 def test_launch_pytorchjob_path(tmp_path, validator):
@@ -246,8 +265,8 @@ def test_launch_pytorchjob_path(tmp_path, validator):
     job = TrainJobSpec(family="muq", profile="demo", stage=1, text_dir="gs://b/text",
                        targets_dir="gs://b/targets", out_dir=str(out))
     config = PyTorchJobConfig(nnodes=2, nproc_per_node=2, image="img:1", namespace="ns", gpus_per_node=2, poll_s=0)
-    api = FakeApi([[cond("Succeeded")]])
-    state = launch(job, config, api=api)
+    api = FakeCluster(default_script=[[cond("Succeeded")]])
+    state = launch(job, config, api=api, core=api)
     assert state == {"best_valid_r1": 0.5}
     (manifest,) = api.created
     validator.validate(manifest)
@@ -256,9 +275,9 @@ def test_launch_pytorchjob_path(tmp_path, validator):
     assert manifest["metadata"]["name"].startswith("musictext-muq-s1-")
     assert manifest["metadata"]["namespace"] == "ns"
 
-    failing = FakeApi([[cond("Failed", message="worker 1 exited")]])
+    failing = FakeCluster(default_script=[[cond("Failed", message="worker 1 exited")]])
     with pytest.raises(JobFailed, match="worker 1 exited"):
-        launch(job, config, api=failing)
+        launch(job, config, api=failing, core=failing)
     with pytest.raises(TypeError):
         launch(job, LocalConfig(), api=api)  # the local backend has no cluster API
 
@@ -273,7 +292,7 @@ def test_kfp_task_body_hands_bucket_uris_to_the_pods(tmp_path):
     def art(name, uri=None, path=None):
         return SimpleNamespace(uri=uri or f"gs://bucket/{name}", path=str(path or f"/gcs/bucket/{name}"))
 
-    api = FakeApi([[cond("Succeeded")]])
+    api = FakeCluster(default_script=[[cond("Succeeded")]])
     what = dict(family="mert", profile="demo", stage=2, overrides={"train": {"stage2": {"epochs": 1}}},
                 text=art("text"), targets=art("targets"), init=art("stage1"),
                 # the "bucket" is a local dir here; the launcher pod's own copy is another dir
@@ -281,7 +300,7 @@ def test_kfp_task_body_hands_bucket_uris_to_the_pods(tmp_path):
     config = launch_config("pytorchjob", nnodes=2, nproc_per_node=1, gpus_per_node=1,
                            node_selector={"pool": "gpu"}, image="img:2")
     # pytorchjob: pods get the bucket URIs (the launcher's /gcs mount is not theirs)
-    state = run_train_task(config.model_copy(update={"poll_s": 0, "namespace": "ns"}), api=api, **what)
+    state = run_train_task(config.model_copy(update={"poll_s": 0, "namespace": "ns"}), api=api, core=api, **what)
     assert state == {"best_epoch": 1}
     args = api.created[0]["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--text-dir") + 1] == "gs://bucket/text"
@@ -309,9 +328,9 @@ def test_built_job_runs_as_two_local_nodes(tmp_path, toy_dataset, tiny_base_mode
                  "train": {"stage1": {"epochs": 1, "batch_size": 8}}}
     job = TrainJobSpec(family="muq", profile="demo", overrides=overrides, stage=1, text_dir=str(root / "text"),
                        targets_dir=str(root / "targets"), out_dir=str(tmp_path / "out"))
-    config = PyTorchJobConfig(image="img:1", nnodes=2, env={"HF_HUB_OFFLINE": "1"}, namespace="ns")
-    api = FakeApi([[cond("Succeeded")]])
-    PyTorchJobBackend(config, api=api).run(job)  # submits, and the fake cluster reports success
+    config = PyTorchJobConfig(image="img:1", nnodes=2, env={"HF_HUB_OFFLINE": "1"}, namespace="ns", poll_s=0)
+    api = FakeCluster(default_script=[[cond("Succeeded")]])
+    PyTorchJobBackend(config, api=api, core=api, owner={}).run(job)  # submits, and the fake cluster reports success
     (manifest,) = api.created
     validator.validate(manifest)
     spec = manifest["spec"]

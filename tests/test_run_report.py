@@ -76,3 +76,19 @@ def test_assemble_run(tmp_path: Path):
     assert "<h2>Data</h2>" in html and "<td>synthetic</td><td>1</td><td>0.00</td><td>0 / 0 / 1</td>" in html
     corpus = (tmp_path / "index" / "corpus.md").read_text()
     assert "| synthetic | 1 |" in corpus and "| musiccaps | 0 |" in corpus
+
+
+def test_a_clip_refused_alike_by_each_family_is_one_row(tmp_path: Path):
+    shard = tmp_path / "clips0"
+    storage.write_parquet(str(shard / "clips.parquet"), pa.Table.from_pylist([], schema=schema.CLIP_SCHEMA))
+    write_index([str(shard)], str(tmp_path / "index"))
+    stage_dirs = []
+    for family, reason in (("muq", "undecodable audio x.wav"), ("mert", "undecodable audio x.wav"),
+                           ("music2latent", "mono file")):
+        rejects = Rejections("embed_audio")
+        rejects.add("bad#0", reason)
+        rejects.write(str(tmp_path / family))
+        stage_dirs.append(str(tmp_path / family))
+    summary = assemble_run([], [], stage_dirs, str(tmp_path / "index"), str(tmp_path / "run"))
+    rejected = json.loads((tmp_path / "run" / "rejected.json").read_text())
+    assert [r["reason"] for r in rejected] == ["undecodable audio x.wav", "mono file"] and summary["rejected"] == 2

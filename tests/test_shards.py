@@ -91,3 +91,38 @@ def test_gather_names_an_unfinished_shard(embedded, tmp_path):
     with pytest.raises(FileNotFoundError, match="never-ran"):
         gather_targets(str(index), "muq", str(tmp_path / "out"))
     assert index_shards(str(index)) == [str(s) for s in shards]
+
+
+def test_a_clip_in_two_shards_is_kept_once_in_targets_and_text(embedded, tmp_path):
+    """Merge drops the later copy (recorded once, with both shards); the gathered targets and
+    the text leave it out alike, so each split holds every clip id once."""
+    from musictext.config import TextConfig
+    from musictext.text.prepare import prepare_text
+
+    _, shards, targets, _ = embedded
+    dup = clip_shard(tmp_path / "dup", "a", 2)  # a0#0 and a1#0 again, as in shards[0]
+    dup_targets = tmp_path / "dup_targets"
+    embed_shard(str(dup), str(dup_targets), ["muq"], "demo")
+    index = tmp_path / "index"
+    summary = write_index([str(shards[0]), str(dup), str(shards[1])], str(index),
+                          [str(targets[0][0]), str(dup_targets), str(targets[1][0])])
+    assert summary["clips"] == 6 and summary["dropped"] == 2  # abad#0 too: its row is fine, its audio not
+    listed = layout.read_index(str(index))
+    assert listed["dropped"] == {str(dup): ["a0#0", "a1#0"]}
+    merged = [r for r in listed["rejected"] if r["stage"] == "merge_shards"]
+    assert [r["item"] for r in merged] == ["a0#0", "a1#0"]
+    assert f"dropped from {dup}, kept in {shards[0]}" in merged[0]["reason"]
+
+    out = tmp_path / "muq_targets"
+    assert gather_targets(str(index), "muq", str(out))["targets"] == 5
+    files = target_files(str(out))
+    assert files[0] == str(targets[0][0] / "muq" / layout.TARGETS)  # untouched shards are read in place
+    assert files[1].startswith(str(out)) and pq.read_table(files[1]).num_rows == 0
+    ids = [i for split in ("train", "test") for i in read_targets(str(out), split)[0]]
+    assert sorted(ids) == ["a0#0", "a1#0", "a2#0", "b0#0", "b1#0"]
+
+    text = tmp_path / "text"
+    got = prepare_text(listed["shards"], str(text), TextConfig(), dropped=listed["dropped"])
+    assert got["clips"] == 6 and got["rejected"] == 0  # the duplicate is recorded once, by the merge
+    text_ids = storage.read_parquet(str(text / layout.TEXT)).column("clip_id").to_pylist()
+    assert sorted(text_ids) == sorted([*ids, "abad#0"])

@@ -102,7 +102,7 @@ def test_csv_rejections_name_rows_and_bytes(csv_fx):
     assert rejected[fx["expected"]["items"]["latin1"]] == f"row is not valid UTF-8 (byte offset {raw.index(b'caf' + bytes([0xE9])) + 3})"
     # Line numbers count physical lines: the quoted line break pushes later rows down by one.
     assert fx["expected"]["items"]["engine"] == "captions.csv:5"
-    assert rejected["captions.csv:10"].startswith("path outside the folder: '../outside.wav'")
+    assert rejected["captions.csv:10"].startswith("path outside the folder: path '../outside.wav' leaves")
     assert "absolute" in rejected["captions.csv:12"]
     assert "URL" in rejected["captions.csv:13"]
     assert rejected["captions.csv:14"] == "file 'missing.mp3' does not exist in the folder"

@@ -140,7 +140,9 @@ def test_phase_column_of_old_and_bad_tables():
         schema.phase_column(pa.table({"phase": [1, 3]}))
 
 
-def test_a_shard_with_a_bad_phase_is_named(tmp_path):
-    shard = _write_shard(tmp_path / "a", [{**_clip("x#0", ["a clip"]), "phase": 5}])
-    with pytest.raises(ValueError, match=rf"clip shard {shard}: phase values \[5\]"):
-        prepare_text([shard], str(tmp_path / "text"), TextConfig())
+def test_a_row_with_a_bad_phase_is_rejected_by_name(tmp_path):
+    shard = _write_shard(tmp_path / "a", [{**_clip("x#0", ["a clip"]), "phase": 5}, _clip("y#0", ["another"])])
+    out = str(tmp_path / "text")
+    assert prepare_text([shard], out, TextConfig())["clips"] == 1
+    assert read_rejections(out) == [{"stage": "prepare_text", "item": "x#0",
+                                     "reason": "bad clip row: phase: Input should be 1 or 2 (got 5)"}]

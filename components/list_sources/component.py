@@ -14,10 +14,16 @@ def list_sources(
     folder: str,
     records: Output[Dataset],
     stats: Output[Markdown],
+    max_fanout: int = 1000,  # musictext_kfp.fanout.MAX_FANOUT (KFP copies this line: a literal)
 ) -> list:
     """Plan the download fan-out: parse every source's published metadata into records (no
     audio), merge duplicates across sources, make splits leak-free, write one record file per
-    shard; return one JSON shard spec per (source, shard). `folder` sets the folder source's dir."""
+    shard; return one JSON shard spec per (source, shard). `folder` sets the folder source's dir.
+
+    A listing that would cut more than ``max_fanout`` shards is cut with the smallest larger
+    shard size that fits (each fan-out item then holds more records), so the loop stays as wide
+    as KFP handles; records.metadata["shard_size"] is the size used.
+    """
     import json
     import shutil
 
@@ -25,9 +31,10 @@ def list_sources(
     from musictext.logs import setup_logging
 
     setup_logging()
-    specs = plan(sources, with_folder(source_options, folder, sources), corpus_size, shard_size, seed, records.path)
-    shutil.copyfile(f"{records.path}/{LISTING_STATS}", stats.path)
+    options = with_folder(source_options, folder, sources)
+    specs = plan(sources, options, corpus_size, shard_size, seed, records.path, max_shards=max_fanout)
     with open(f"{records.path}/{LISTING_SUMMARY}") as fh:
         summary = json.load(fh)
-    records.metadata.update({k: summary[k] for k in ("records", "shards", "rejected")})
+    shutil.copyfile(f"{records.path}/{LISTING_STATS}", stats.path)
+    records.metadata.update({k: summary[k] for k in ("records", "shards", "rejected", "shard_size")})
     return specs

@@ -16,7 +16,8 @@ def merge_shards(
     corpus: Output[Markdown],
 ):
     """Index the clip and target shards (URIs) so each per-family task can read all of them;
-    gather every listing/download/clip rejection and the corpus statistics."""
+    gather every listing/download/clip rejection and the corpus statistics. Bad clip rows and
+    a clip id in two shards are dropped here (recorded once), and text and targets leave them out."""
     import shutil
 
     from musictext import layout, storage

@@ -6,3 +6,14 @@ GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedu
 # Label set by NVIDIA GPU feature discovery on GPU nodes; override per cluster (e.g. GKE's
 # {"cloud.google.com/gke-accelerator": "nvidia-l4"}).
 DEFAULT_GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
+
+# Where pods find the bucket Secret (`musictext compile --bucket-secret`, a launch config's
+# bucket_secret): every pipeline task and every training pod mount it at the same path.
+BUCKET_SECRET_DIR = "/var/run/secrets/musictext/bucket"
+DEFAULT_BUCKET_SECRET_KEY = "key.json"
+CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
+
+
+def credentials_path(key: str) -> str:
+    """GOOGLE_APPLICATION_CREDENTIALS for a pod that mounts the bucket Secret."""
+    return f"{BUCKET_SECRET_DIR}/{key}"

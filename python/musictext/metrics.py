@@ -76,7 +76,7 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # push the best one down: whichever of them comes first is a hit.
 
 RANK_BLOCK = 1024  # queries scored at once: memory is block x gallery, never queries x gallery
-MAX_BLOCK_CELLS = 1 << 24  # block x gallery cells at most: ~6 float32 arrays of it live at once (~400 MiB)
+MAX_BLOCK_CELLS = 1 << 21  # block x gallery cells at most: ~6 float32 arrays of it live at once (~50 MiB)
 
 
 @dataclass(frozen=True)
@@ -96,13 +96,44 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+CHUNK_CELLS = 1 << 18  # values per chunk of rows (or pairs) gathered/normalised at a time: ~2 MiB of float64
+
+
+def chunk_rows(dim: int) -> int:
+    """Rows per chunk for ``dim``-wide vectors: memory CHUNK_CELLS values, never N x dim."""
+    return max(1, CHUNK_CELLS // max(1, dim))
+
+
+def _row_norms(x: np.ndarray) -> np.ndarray:
+    """[N] the divisors ``_unit_rows`` uses (max(|row|, 1e-12)), a chunk of rows at a time:
+    np.linalg.norm over all of ``x`` would hold a squared copy of it."""
+    out = np.empty(len(x), dtype=x.dtype)
+    step = chunk_rows(x.shape[1])
+    for lo in range(0, len(x), step):
+        out[lo : lo + step] = np.linalg.norm(x[lo : lo + step], axis=1)
+    return np.maximum(out, 1e-12)
+
+
+def _cosine_block(queries: np.ndarray, gallery: np.ndarray, gallery_norms: np.ndarray | None) -> np.ndarray:
+    """[B, G] scores of a block of queries: cosines when ``gallery_norms`` (``_row_norms``) is
+    given, else dot products. The queries are normalised here and the gallery's norms divide
+    the product, so no unit copy of either whole set is ever made."""
+    if gallery_norms is None:
+        return queries @ gallery.T
+    scores = _unit_rows(queries) @ gallery.T
+    scores /= gallery_norms[None, :]
+    return scores
+
+
 def _check_vectors(name: str, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"{name}: expected a [N, dim] array, got shape {x.shape}")
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{name}: row {int(np.flatnonzero(bad)[0])} has a NaN or infinite value")
+    step = chunk_rows(x.shape[1])
+    for lo in range(0, len(x), step):  # a chunk at a time: the mask is N x dim bytes otherwise
+        bad = ~np.isfinite(x[lo : lo + step]).all(axis=1)
+        if bad.any():
+            raise ValueError(f"{name}: row {lo + int(np.flatnonzero(bad)[0])} has a NaN or infinite value")
     return x.astype(np.float32 if x.dtype != np.float64 else np.float64, copy=False)
 
 
@@ -184,8 +215,7 @@ def rank_queries(
                          f"{g_lab.shape} gallery labels for {len(gallery)} items")
     if k < 1 or block < 1:
         raise ValueError(f"k ({k}) and block ({block}) must be >= 1")
-    if normalise:
-        queries, gallery = _unit_rows(queries), _unit_rows(gallery)
+    norms = _row_norms(gallery) if normalise else None
     step = _block_rows(len(gallery), block)
     parts = []
     for start in range(0, len(queries), step):
@@ -194,7 +224,7 @@ def rank_queries(
         if empty.any():
             q = start + int(np.flatnonzero(empty)[0])
             raise ValueError(f"query {q} (label {q_lab[q]!r}) has no relevant item in the gallery")
-        scores = queries[start : start + step] @ gallery.T
+        scores = _cosine_block(queries[start : start + step], gallery, norms)
         parts.append((*_rank_block(scores, rel, k), rel.sum(axis=1)))
     if not parts:
         raise ValueError("no queries")
@@ -231,13 +261,13 @@ def blocked_positive_ranks(queries: np.ndarray, gallery: np.ndarray, positives,
     if cols.size and (cols.min() < 0 or cols.max() >= len(gallery)):
         raise ValueError(f"positive indices must be in 0..{len(gallery) - 1}, got {cols.min()}..{cols.max()}")
     starts = np.concatenate([[0], np.cumsum(sizes)])
-    queries, gallery = _unit_rows(queries), _unit_rows(gallery)  # cosine_matrix's normalisation
+    norms = _row_norms(gallery)  # cosines, as cosine_matrix's
     step = _block_rows(len(gallery), block)
     ranks = []
     for lo in range(0, len(queries), step):
         hi = min(lo + step, len(queries))
         cells = slice(starts[lo], starts[hi])
-        scores = queries[lo:hi] @ gallery.T
+        scores = _cosine_block(queries[lo:hi], gallery, norms)
         ranks.append(_best_ranks(scores, rows[cells] - lo, scores[rows[cells] - lo, cols[cells]],
                                  starts[lo:hi] - starts[lo]))
     return np.concatenate(ranks).astype(np.int64) if ranks else np.zeros(0, np.int64)
@@ -342,8 +372,7 @@ def pos_neg_cosines(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cosines of (caption, audio) pairs of one track (positives) and of different tracks
     (negatives): every pair when there are at most ``max_pairs``, else a seeded sample of that
-    many pairs; never the full captions x audio matrix."""
-    text, audio = _unit_rows(np.asarray(text, np.float64)), _unit_rows(np.asarray(audio, np.float64))
+    many pairs; never the full captions x audio matrix, nor a float64 copy of either set."""
     text_track = np.asarray(text_track, dtype=np.int64)
     audio_track = np.arange(len(audio)) if audio_track is None else np.asarray(audio_track, dtype=np.int64)
     total = len(text) * len(audio)
@@ -353,11 +382,21 @@ def pos_neg_cosines(
         rng = np.random.default_rng(seed)
         qi, gi = rng.integers(len(text), size=max_pairs), rng.integers(len(audio), size=max_pairs)
     same = text_track[qi] == audio_track[gi]
-    cos = (text[qi] * audio[gi]).sum(axis=1)
+    cos = pair_cosines(text, audio, qi, gi)
     if total > max_pairs:  # a sample holds few positives: take every positive pair instead
-        pq, pg = positive_pairs(text_track, audio_track)
-        return (text[pq] * audio[pg]).sum(axis=1), cos[~same]
+        return pair_cosines(text, audio, *positive_pairs(text_track, audio_track)), cos[~same]
     return cos[same], cos[~same]
+
+
+def pair_cosines(a: np.ndarray, b: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray) -> np.ndarray:
+    """[P] float64 cosine of a[rows_a[p]] and b[rows_b[p]], ``chunk_rows`` pairs gathered at a time."""
+    out = np.empty(len(rows_a), dtype=np.float64)
+    step = chunk_rows(a.shape[1])
+    for lo in range(0, len(rows_a), step):
+        x = _unit_rows(np.asarray(a[rows_a[lo : lo + step]], np.float64))
+        y = _unit_rows(np.asarray(b[rows_b[lo : lo + step]], np.float64))
+        out[lo : lo + step] = (x * y).sum(axis=1)
+    return out
 
 
 def positive_pairs(text_track: np.ndarray, audio_track: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from pydantic import ValidationError
+
 from musictext import layout, storage
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,35 @@ def json_lines(text: str, name: str, rejections: Rejections, what: str = "") -> 
             rejections.add(item, f"{what} is not a JSON object" if what else "not a JSON object")
             continue
         yield item, row
+
+
+def utf8_text(data: bytes, name: str, rejections: Rejections | None) -> str:
+    """A text file's text (UTF-8, a BOM dropped). A line whose bytes are not UTF-8 is rejected
+    under ``name:line`` with the byte offset and left blank (so later line numbers still match
+    the file); every other line is kept. Without ``rejections``, bad bytes raise."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        if rejections is None:
+            raise
+    lines, offset = [], 0
+    for number, line in enumerate(data.splitlines(keepends=True), 1):
+        try:
+            lines.append(line.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            rejections.add(f"{name}:{number}", f"not valid UTF-8 (byte offset {offset + err.start})")
+            lines.append(line[len(line.rstrip(b"\r\n")):].decode("ascii"))  # the line ending only
+        offset += len(line)
+    return "".join(lines).removeprefix("\ufeff")
+
+
+def describe_validation(err: ValidationError) -> str:
+    """Every field a pydantic model refused, as "field.sub: reason; ...", for a rejection."""
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "record"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
 
 
 def read_rejections(artifact_dir: str) -> list[dict]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import posixpath
 import shutil
 import tempfile
 from pathlib import Path
@@ -165,14 +166,40 @@ def local_copy(location: str):
 
 
 def publish_dir(local: Path, uri: str) -> None:
-    """Copy a finished local directory to ``uri`` (local path or bucket), replacing it."""
+    """Copy a finished local directory to ``uri`` (local path or bucket), replacing it.
+
+    Never delete-then-copy: a process killed half-way must leave the old or the new directory
+    whole. Locally the copy is made beside it and renamed into place; in a bucket (no rename)
+    the new objects overwrite the old ones first and stale ones are removed after.
+    """
     fs, path = storage.fs_for(uri)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
     if not is_remote(uri):
-        shutil.copytree(local, path)
+        _swap_in_copy(Path(local), Path(path))
         return
+    old = fs.find(path) if fs.exists(path) else []
     fs.put(str(local).rstrip("/") + "/", path, recursive=True)
+    stale = [p for p in old if not (Path(local) / posixpath.relpath(p, path.rstrip("/"))).is_file()]
+    if stale:
+        fs.rm(stale)
+
+
+def _swap_in_copy(source: Path, target: Path) -> None:
+    """Copy ``source`` to a temporary sibling of ``target``, then rename it over ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        shutil.copytree(source, staged, dirs_exist_ok=True)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    staged.chmod(0o755)  # mkdtemp's 0700 would hide the model from other readers
+    retired = None
+    if target.exists():
+        retired = target.with_name(f".{target.name}.old-{staged.name.rsplit('-', 1)[-1]}")
+        target.rename(retired)
+    staged.rename(target)
+    if retired is not None:
+        shutil.rmtree(retired)
 
 
 def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:

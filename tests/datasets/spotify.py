@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import soundfile as sf
 
-from tests.http_server import serve_handler
+from tests.http_server import send_json, serve_handler
 
 SR = 22050
 SECONDS = 8.0
@@ -263,12 +263,7 @@ class SpotifyMock:
                 pass
 
             def _send(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body)
 
             def _record(self, body: bytes = b"") -> dict:
                 url = urlsplit(self.path)

@@ -1,49 +1,42 @@
 #!/bin/sh
-# Compile the musictext pipeline and upload it to Kubeflow Pipelines: a new pipeline on first
-# install, a new version of the existing one on upgrade. Runs in the musictext image as the
-# Helm post-install/post-upgrade hook. Inputs (env): KFP_ENDPOINT, PIPELINE_NAME,
-# PIPELINE_VERSION, PIPELINE_ROOT, MUSICTEXT_IMAGE, MUSICTEXT_AUDIO_IMAGE, GPU_NODE_SELECTOR,
-# TRAIN_NODES, PROCS_PER_NODE, GPUS_PER_NODE, optional KFP_NAMESPACE.
+# Compile the musictext pipeline and upload it to Kubeflow Pipelines: on install the pipeline
+# (created with this package) and this version of it, on upgrade a new version. Runs in the
+# musictext image as the Helm post-install/post-upgrade hook.
+#   Arguments: `musictext compile` flags (the chart renders them from its values).
+#   Env (as `musictext submit` reads it): KFP_ENDPOINT, KFP_PIPELINE_NAME, KFP_PIPELINE_VERSION;
+#   multi-user Kubeflow: KFP_NAMESPACE (the profile namespace the pipeline belongs to) and
+#   KFP_TOKEN_FILE (a projected service-account token, read again before each request).
 set -eu
 
-: "${KFP_ENDPOINT:?}" "${PIPELINE_NAME:?}" "${PIPELINE_VERSION:?}"
-package="${TMPDIR:-/tmp}/musictext.yaml"
+: "${KFP_ENDPOINT:?}" "${KFP_PIPELINE_NAME:?}" "${KFP_PIPELINE_VERSION:?}"
+PACKAGE="${TMPDIR:-/tmp}/musictext.yaml"
+export PACKAGE
 
-# The chart's values become the compiled pipeline's defaults; a run can still override them.
-musictext compile --output "$package" \
-  --pipeline-root "${PIPELINE_ROOT:?}" \
-  --image "${MUSICTEXT_IMAGE:?}" \
-  --audio-image "${MUSICTEXT_AUDIO_IMAGE:?}" \
-  --gpu-node-selector "${GPU_NODE_SELECTOR:?}" \
-  --train-nodes "${TRAIN_NODES:-1}" \
-  --procs-per-node "${PROCS_PER_NODE:-1}" \
-  --gpus-per-node "${GPUS_PER_NODE:-1}"
+musictext compile --output "$PACKAGE" "$@"
 
-# Exit 0: a pipeline of that name exists; 3: it does not; anything else: the API failed (and
-# this hook must fail rather than create a duplicate).
-found=0
-python - <<'PY' || found=$?
+# The upload of `musictext submit` (pipelines/submit.py), without starting a run.
+python - <<'PY'
 import os
 import sys
+from pathlib import Path
 
-import kfp
+from kfp_server_api.exceptions import ApiException
 
-client = kfp.Client(host=os.environ["KFP_ENDPOINT"], namespace=os.environ.get("KFP_NAMESPACE") or None)
-sys.exit(0 if client.get_pipeline_id(os.environ["PIPELINE_NAME"]) else 3)
+from musictext_kfp.submit import SubmitError, check_server, connect, settings_from_env, upload
+
+try:
+    settings = settings_from_env()
+    where = f"namespace {settings.namespace}" if settings.namespace else "shared pipelines"
+    check_server(settings)
+    upload(connect(settings), Path(os.environ["PACKAGE"]), settings.pipeline_name, settings.version_name, settings)
+except SubmitError as err:
+    cause = err.__cause__
+    if isinstance(cause, ApiException) and cause.status == 409 and "uploading version" in str(err):
+        # A retried hook whose earlier attempt uploaded before failing: the version name hashes
+        # the compile flags, so that version holds this package.
+        print(f"pipeline {os.environ['KFP_PIPELINE_NAME']} already has version {os.environ['KFP_PIPELINE_VERSION']}")
+        sys.exit(0)
+    print(f"register-pipeline: {err}", file=sys.stderr)
+    sys.exit(err.code)
+print(f"uploaded version {settings.version_name} of pipeline {settings.pipeline_name} ({where})")
 PY
-
-case "$found" in
-  0)
-    echo "pipeline $PIPELINE_NAME exists: uploading version $PIPELINE_VERSION"
-    kfp --endpoint "$KFP_ENDPOINT" pipeline create-version "$package" \
-      -n "$PIPELINE_NAME" -v "$PIPELINE_VERSION"
-    ;;
-  3)
-    echo "pipeline $PIPELINE_NAME not found: creating it"
-    kfp --endpoint "$KFP_ENDPOINT" pipeline create -p "$PIPELINE_NAME" "$package"
-    ;;
-  *)
-    echo "could not query KFP at $KFP_ENDPOINT (exit $found)" >&2
-    exit "$found"
-    ;;
-esac

@@ -31,11 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
-import torch
 
 from musictext import storage
 from musictext.audio.features import prepare_waveform, to_mono
+from musictext.lazy import lazy_module
 from musictext.rejects import ItemError
+
+torch = lazy_module("torch")  # the clip stage decodes through this module without torch
 
 # A decoded file or clip peaking below this (about -120 dBFS) is silent: nothing to embed.
 SILENT_FILE_PEAK = 1e-6
@@ -125,14 +127,19 @@ def read_audio(uri: str) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
 
 
-def check_waveform(item: str, audio: torch.Tensor) -> None:
+def check_waveform(item: str, audio: torch.Tensor | np.ndarray) -> None:
     """Raise ItemError for audio the sidecar would turn into a meaningless vector.
 
-    ``audio`` is what the model is given ([samples] or [channels, samples]).
+    ``audio`` is what the model is given ([samples] or [channels, samples]): a tensor, or a
+    numpy array (the clip stage checks what it decoded without loading torch).
     """
-    if audio.numel() == 0 or audio.shape[-1] == 0:
+    is_array = isinstance(audio, np.ndarray)
+    if (audio.size if is_array else audio.numel()) == 0 or audio.shape[-1] == 0:
         raise ItemError(item, "zero-length audio")
-    low, high = (float(v) for v in torch.aminmax(audio))  # one pass, no copy
+    if is_array:
+        low, high = float(audio.min()), float(audio.max())  # no copy; a NaN propagates, as in aminmax
+    else:
+        low, high = (float(v) for v in torch.aminmax(audio))  # one pass, no copy
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ItemError(item, "audio holds NaN or infinite samples")
     peak = max(-low, high)
@@ -169,6 +176,42 @@ def load_librosa(item: str, uri: str, sample_rate: int) -> torch.Tensor:
     mono = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
     check_waveform(item, mono)
     return mono
+
+
+# librosa.load's default resampler (soxr's "HQ" recipe), the one the upload paths use.
+SOXR_QUALITY = "soxr_hq"
+
+
+def soxr_resample(y: np.ndarray, orig_sr: int, target_sr: int, axis: int = -1) -> np.ndarray:
+    """``librosa.resample(y, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq", axis=axis)``
+    as librosa 0.11 computes it (soxr on every 1-D slice along ``axis``, then trimmed or
+    zero-padded to ceil(n * ratio) samples, in ``y``'s dtype), without importing librosa: its
+    scipy and numba imports cost a process ~175 MiB of RSS (docs/memory.md). Bit-identical to
+    librosa's (tests/test_memory_bounds.py)."""
+    import soxr  # small: the resampler librosa itself calls
+
+    if orig_sr == target_sr:
+        return y
+    ratio = float(target_sr) / orig_sr  # librosa's order: the ratio first, then n * ratio (it can round up)
+    n = int(np.ceil(y.shape[axis] * ratio))
+    out = np.apply_along_axis(soxr.resample, axis, y, in_rate=orig_sr, out_rate=target_sr, quality=SOXR_QUALITY)
+    have = out.shape[axis]
+    if have > n:
+        out = np.take(out, np.arange(n), axis=axis)
+    elif have < n:
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (0, n - have)
+        out = np.pad(out, pad)
+    return np.asarray(out, dtype=y.dtype)
+
+
+def librosa_load_array(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """[n'] float32: what ``librosa.load(f, sr=target_rate, mono=True)`` returns for a float WAV
+    ``f`` holding ``audio`` ([samples, channels] float32, a float WAV stores it exactly): the
+    channel mean (librosa.to_mono), then ``soxr_resample``; without importing librosa."""
+    y = np.asarray(audio, dtype=np.float32).T  # librosa reads [channels, samples]
+    y = np.mean(y, axis=0) if y.shape[0] > 1 else y[0]
+    return np.ascontiguousarray(soxr_resample(y, int(rate), int(target_rate)), dtype=np.float32)
 
 
 def load_torchaudio_like(item: str, uri: str, sample_rate: int) -> torch.Tensor:

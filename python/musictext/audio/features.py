@@ -6,9 +6,10 @@ exactly (see navidrome-contract.md, "Common steps" and "Music2Latent").
 
 from __future__ import annotations
 
-import torch
-
 from musictext.audio.resample import resample
+from musictext.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 # IQR of a standard normal: (q75 - q25) / 1.349 estimates the standard deviation.
 IQR_TO_STD = 1.3489795003921634

@@ -1,6 +1,8 @@
 """Building blocks of the families' small random-init stand-ins (demo and tests).
 
-Each family module holds its own stand-in, with the real model's call signature. They meet:
+Each family holds its own stand-in, with the real model's call signature (MERT in its module;
+MuQ-MuLan's and Music2Latent's in families/_muq_tiny.py and _music2latent_tiny.py, so that
+reading their configs does not import torch). They meet:
 - the same interface as the real model, so the one embedder code path serves both;
 - deterministic weights: every task/shard that builds one gets bit-identical parameters
   (a seeded generator, never the global RNG);

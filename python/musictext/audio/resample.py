@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import torch
+from musictext.lazy import lazy_module
+
+torch = lazy_module("torch")
 
 LOWPASS_FILTER_WIDTH = 6
 ROLLOFF = 0.99

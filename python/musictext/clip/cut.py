@@ -15,7 +15,8 @@ Renderings:
   targets are those of the source file's segment; Music2Latent reads it with
   ``m2l_native_rate`` (a user's own files, Navidrome's exact behaviour).
 - ``mono24k``: what ``librosa.load(<the native clip as a file>, sr=24000, mono=True)`` returns
-  (the real call, on the clip encoded as float WAV in memory), stored as float WAV. Loading that
+  (the same channel mean and soxr_hq call, sample for sample, without importing librosa: its
+  imports alone would put the clip stage over its memory bound), stored as float WAV. Loading that
   file the same way returns the same samples (librosa skips resampling at the native rate), so
   MuQ-MuLan's and MERT's targets are still those of the native file, while the channel mean and
   the soxr resampling (~22 ms per 10 s stereo clip) run here, on the CPU fan-out, instead of in
@@ -45,20 +46,20 @@ import hashlib
 import io
 import logging
 import math
-import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import soundfile as sf
-import torch
 
 from musictext import layout, schema, storage
-from musictext.audio.decode import check_waveform, open_audio
+from musictext.audio.decode import check_waveform, librosa_load_array, open_audio, soxr_resample
 from musictext.config import load_family_config, m2l_native_rate_override
 from musictext.logs import progress
-from musictext.rejects import ItemError, Rejections, json_lines
+from musictext.manifest import confined, read_manifest
+from musictext.rejects import ItemError, Rejections
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,6 @@ _LEVELS = 2**23  # 24-bit PCM holds integers in [-2**23, 2**23 - 1], read back a
 
 STEREO44K_RATE = schema.RENDERING_RATES["stereo44k"]
 MONO24K_RATE = schema.RENDERING_RATES["mono24k"]
-# librosa.load's default resampler, the one MuQ-MuLan's and MERT's upload paths use.
-RES_TYPE = "soxr_hq"
 
 # ----------------------------------------------------------------------------- downmix
 
@@ -133,23 +132,16 @@ def render_clip(audio: np.ndarray, rate: int, rendering: str) -> tuple[np.ndarra
         stereo = to_stereo(audio)
         if rate == STEREO44K_RATE:
             return stereo, rate
-        import librosa  # ~3 s to import here: only shards that need resampling pay for it
-
-        resampled = librosa.resample(stereo, orig_sr=rate, target_sr=STEREO44K_RATE, res_type=RES_TYPE, axis=0)
+        resampled = soxr_resample(stereo, rate, STEREO44K_RATE, axis=0)  # librosa.resample's samples
         return resampled.astype(np.float32, copy=False), STEREO44K_RATE
     raise ValueError(f"unknown rendering {rendering!r}; expected one of {schema.RENDERINGS}")
 
 
 def librosa_loaded(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     """``librosa.load(f, sr=target_rate, mono=True)`` of ``audio`` ([samples, channels]) written
-    as a float WAV file ``f``: the upload path's own call, so nothing of it is re-implemented."""
-    import librosa
-
-    buffer = io.BytesIO()
-    sf.write(buffer, audio, rate, format="WAV", subtype="FLOAT")
-    buffer.seek(0)
-    mono, _ = librosa.load(buffer, sr=target_rate, mono=True, res_type=RES_TYPE)
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    as a float WAV file ``f``: librosa's samples exactly (tests/test_memory_bounds.py compares them
+    with librosa itself), without librosa's ~175 MiB of imports in the clip stage."""
+    return librosa_load_array(audio, rate, target_rate)
 
 
 # ----------------------------------------------------------------------------- families
@@ -167,11 +159,11 @@ def renderings_for(families: list[str], profile: str, m2l_native_rate: bool = Fa
 # ----------------------------------------------------------------------------- paths
 
 
-def resolve_audio(shard_dir: str, rel_path: str) -> str:
-    """An audio path from a manifest or clips table, made usable: relative to its shard dir."""
-    if "://" in rel_path or os.path.isabs(rel_path):
-        return rel_path
-    return storage.join(shard_dir, rel_path)
+def resolve_audio(shard_dir: str, rel_path: str, item: str = "", allowed: Sequence[str] = ()) -> str:
+    """An audio path from a manifest or clips table, made usable: relative to its shard dir.
+    ItemError naming ``item`` for one that would leave the shard (absolute, a URL, ``..``)
+    unless it lies under an ``allowed`` prefix (``manifest.confined``)."""
+    return confined(shard_dir, rel_path, item or rel_path, where="the shard", allowed=allowed)
 
 
 def clip_file_name(clip_id: str, clip_format: str = DEFAULT_CLIP_FORMAT) -> str:
@@ -182,39 +174,6 @@ def clip_file_name(clip_id: str, clip_format: str = DEFAULT_CLIP_FORMAT) -> str:
 
 
 # ----------------------------------------------------------------------------- manifest
-
-
-def _read_manifest(raw_dir: str, rejections: Rejections) -> tuple[list[dict], int]:
-    """Rows with every TRACK_FIELDS key, first occurrence of each track id (the rest rejected),
-    and the number of entries (non-blank lines) the manifest holds."""
-    uri = storage.join(raw_dir, layout.MANIFEST)
-    if not storage.exists(uri):
-        raise FileNotFoundError(f"raw shard {raw_dir} has no {layout.MANIFEST}")
-    text = storage.read_bytes(uri).decode("utf-8", "replace")
-    entries = sum(1 for line in text.splitlines() if line.strip())
-    rows, seen = [], set()
-    for item, row in json_lines(text, layout.MANIFEST, rejections, what="manifest row"):
-        missing = [f for f in schema.TRACK_FIELDS if f not in row]
-        if missing:
-            rejections.add(str(row.get("track_id", item)), f"manifest row lacks {missing}")
-            continue
-        track_id = str(row["track_id"])
-        if track_id in seen:
-            rejections.add(track_id, f"duplicate track id ({item})")
-            continue
-        seen.add(track_id)
-        rows.append(row)
-    return rows, entries
-
-
-def _clean_captions(track: dict) -> list[str]:
-    captions = track["captions"]
-    if isinstance(captions, str):
-        captions = [captions]
-    kept = [c.strip() for c in captions or [] if isinstance(c, str) and c.strip()]
-    if not kept:
-        raise ItemError(str(track["track_id"]), "no non-blank captions")
-    return kept
 
 
 # ----------------------------------------------------------------------------- audio
@@ -251,7 +210,7 @@ def decode_track(item: str, uri: str, track: dict, clip_seconds: float, max_clip
         to_end = track.get("end_s") is None and needed >= last - first
         audio = file.read(first, -1 if to_end else needed)
     if len(audio):
-        check_waveform(item, torch.from_numpy(audio))
+        check_waveform(item, audio)  # numpy: the clip stage never loads torch
     # The channel mean, as librosa mixes: the signal MuQ-MuLan and MERT see, judged for silence.
     mono = audio.mean(axis=1, dtype=np.float32)
     return TrackPart(audio, mono, rate, first, len(audio) if to_end else last - first)
@@ -343,12 +302,13 @@ def track_phase(track: dict) -> int:
 
 
 def _clip_track(track, raw_dir, out_dir, renderings, clip_seconds, max_clips, min_seconds, clip_format,
-                rejections, stats):
-    track_id = str(track["track_id"])
-    captions = _clean_captions(track)
+                rejections, stats, allowed=()):
+    track_id = track["track_id"]
+    captions = track["captions"]  # non-blank, stripped (manifest.TrackRow)
     phase = track_phase(track)
     try:
-        part = decode_track(track_id, resolve_audio(raw_dir, str(track["path"])), track, clip_seconds, max_clips)
+        uri = resolve_audio(raw_dir, track["path"], track_id, allowed)
+        part = decode_track(track_id, uri, track, clip_seconds, max_clips)
     except ItemError as err:
         if track.get("origin"):  # the file the user can fix, not our copy of it
             raise ItemError(err.item, f"{err.reason} (from {track['origin']})") from None
@@ -407,20 +367,24 @@ def clip_shard(
     max_clips_per_track: int = 1,
     min_seconds: float = 1.0,
     clip_format: str = DEFAULT_CLIP_FORMAT,
+    allowed_prefixes: Sequence[str] = (),
 ) -> dict:
     """Write clips.parquet (schema.CLIP_SCHEMA), audio/<rendering>/<clip>.<clip_format> and
-    rejected.jsonl. ``renderings``: see ``renderings_for``."""
+    rejected.jsonl. ``renderings``: see ``renderings_for``. Every manifest row is checked
+    (``manifest.TrackRow``): its audio path must stay inside ``raw_dir`` unless it lies under
+    one of ``allowed_prefixes`` (e.g. a bucket of the user's own files)."""
     renderings = _check_args(renderings, clip_seconds, max_clips_per_track, min_seconds, clip_format)
     storage.makedirs(out_dir)
     rejections = Rejections("clip")
-    tracks, entries = _read_manifest(raw_dir, rejections)
+    rows_read, entries = read_manifest(raw_dir, rejections, allowed_prefixes)
+    tracks = [row.model_dump() for row in rows_read]
     rows: list[dict] = []
     stats = {"clipped_samples": 0, "downmixed_tracks": 0}
     for track in progress(tracks, desc="clip tracks"):
         try:
             rows.extend(
                 _clip_track(track, raw_dir, out_dir, renderings, clip_seconds, max_clips_per_track,
-                            min_seconds, clip_format, rejections, stats)
+                            min_seconds, clip_format, rejections, stats, allowed_prefixes)
             )
         except ItemError as err:
             rejections.add(err.item, err.reason)

@@ -30,6 +30,7 @@ from musictext import layout, schema, storage
 from musictext.audio.embedder import AudioEmbedder, build_embedder
 from musictext.config import FamilyConfig, load_family_config, m2l_native_rate_override
 from musictext.logs import progress
+from musictext.manifest import ClipAudio, read_clip_rows
 from musictext.rejects import ItemError, Rejections
 
 log = logging.getLogger(__name__)
@@ -95,30 +96,25 @@ def _is_complete(out_dir: str, want: dict) -> dict | None:
 
 
 def list_clips(clips_dirs: list[str], rendering: str, rejects: Rejections) -> list[ClipRef]:
-    """Every clip of every shard, with its ``rendering`` file; bad rows are rejected by name."""
+    """Every clip of every shard, with its ``rendering`` file; a bad row (``manifest.ClipAudio``:
+    a mistyped field, an unknown split, an audio path that leaves its shard) is rejected by name."""
     refs: list[ClipRef] = []
     seen: set[str] = set()
-    for row in layout.read_clips(clips_dirs, columns=["clip_id", "split", "audio"]).to_pylist():
-        shard = row["shard_dir"]
-        clip_id = row.get("clip_id") or "<missing clip_id>"
-        if clip_id in seen:
-            rejects.add(clip_id, f"duplicate clip_id (again in {shard})")
-            continue
-        split = row.get("split")
-        if split not in schema.SPLITS:
-            rejects.add(clip_id, f"unknown split {split!r}")
-            continue
-        audio = [r for r in (row.get("audio") or []) if r and r.get("path")]
-        if not audio:
-            rejects.add(clip_id, "no audio file listed")
-            continue
-        try:
-            ref = schema.audio_ref_for(audio, rendering)
-        except KeyError as err:
-            rejects.add(clip_id, f"{err.args[0]}: the clip stage did not write this family's rendering")
-            continue
-        seen.add(clip_id)
-        refs.append(ClipRef(clip_id, split, storage.join(shard, ref["path"])))
+    for shard in clips_dirs:
+        for row in read_clip_rows(shard, ClipAudio, rejects):
+            if row.clip_id in seen:
+                rejects.add(row.clip_id, f"duplicate clip_id (again in {shard})")
+                continue
+            if not row.audio:
+                rejects.add(row.clip_id, "no audio file listed")
+                continue
+            try:
+                ref = schema.audio_ref_for([a.model_dump() for a in row.audio], rendering)
+            except KeyError as err:
+                rejects.add(row.clip_id, f"{err.args[0]}: the clip stage did not write this family's rendering")
+                continue
+            seen.add(row.clip_id)
+            refs.append(ClipRef(row.clip_id, row.split, storage.join(shard, ref["path"])))
     return refs
 
 

@@ -27,6 +27,7 @@ from musictext.metrics import (
     KS,
     RANK_BLOCK,
     Ranking,
+    chunk_rows,
     cosine_matrix,
     pos_neg_cosines,
     positive_pairs,
@@ -83,10 +84,14 @@ class EvalSet:
                              f"{self.audio.shape[1]}-D: the model and the audio space do not match")
 
     def track_audio(self) -> np.ndarray:
-        """[N tracks, dim]: each track's audio vector, the mean of its clips' unit vectors."""
-        unit = self.audio / np.maximum(np.linalg.norm(self.audio, axis=1, keepdims=True), 1e-12)
+        """[N tracks, dim] float64: each track's audio vector, the sum of its clips' unit vectors
+        (a chunk of clips normalised at a time: no unit copy of all of them)."""
         out = np.zeros((len(self.track_ids), self.audio.shape[1]))
-        np.add.at(out, self.audio_track, unit)
+        step = chunk_rows(self.audio.shape[1])
+        for lo in range(0, len(self.audio), step):
+            part = self.audio[lo : lo + step]
+            np.add.at(out, self.audio_track[lo : lo + step],
+                      part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12))
         return out
 
 
@@ -103,31 +108,44 @@ class EvalOptions:
     extra: dict = field(default_factory=dict)  # facts copied into metrics.json as they are
 
 
-def block_diagnostics(pred: np.ndarray, target: np.ndarray, n_blocks: int = 3) -> dict:
+def block_diagnostics(pred: np.ndarray, target: np.ndarray, n_blocks: int = 3,
+                      pairs: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Per enrichment block (mean | robust | dmean, always all three): mean cosine between the
     predicted and target sub-vectors over rows where both are non-zero, and each side's mean share
     of the (unit) vector's energy; ``full``: the mean cosine of the whole vectors.
 
+    ``pairs`` (pred rows, target rows): the pairs to compare (default: row i with row i),
+    gathered ``chunk_rows`` at a time, so memory follows the chunk, not the number of pairs.
+
     A block that is all-zero in the targets (MuQ's robust/dmean for clips <=120 s) has no
     defined cosine; its energies still show whether the model learned to leave it empty.
     """
+    rows_p, rows_t = pairs if pairs is not None else (np.arange(len(pred)), np.arange(len(target)))
+    names = BLOCK_NAMES[:n_blocks]
+    sums = {name: np.zeros(4) for name in names}  # cosine sum, defined rows, target, pred energy
+    full = 0.0
+    dim, step = pred.shape[1] // n_blocks, chunk_rows(pred.shape[1])
+    for lo in range(0, len(rows_p), step):
+        p_all, t_all = pred[rows_p[lo : lo + step]], target[rows_t[lo : lo + step]]
+        for b, name in enumerate(names):
+            p, t = p_all[:, b * dim : (b + 1) * dim], t_all[:, b * dim : (b + 1) * dim]
+            pn, tn = np.linalg.norm(p, axis=1), np.linalg.norm(t, axis=1)
+            ok = (pn > 1e-8) & (tn > 1e-8)
+            cos = (p[ok] * t[ok]).sum(1) / (pn[ok] * tn[ok])
+            sums[name] += (cos.sum(dtype=np.float64), ok.sum(), (tn**2).sum(dtype=np.float64),
+                           (pn**2).sum(dtype=np.float64))
+        full += float(((p_all * t_all).sum(1) / np.maximum(
+            np.linalg.norm(p_all, axis=1) * np.linalg.norm(t_all, axis=1), 1e-12)).sum(dtype=np.float64))
+    n = len(rows_p)
     out = {}
-    dim = pred.shape[1] // n_blocks
-    for b, name in enumerate(BLOCK_NAMES[:n_blocks]):
-        p, t = pred[:, b * dim : (b + 1) * dim], target[:, b * dim : (b + 1) * dim]
-        pn, tn = np.linalg.norm(p, axis=1), np.linalg.norm(t, axis=1)
-        ok = (pn > 1e-8) & (tn > 1e-8)
-        cos = (p[ok] * t[ok]).sum(1) / (pn[ok] * tn[ok])
+    for name, (cos_sum, defined, t_energy, p_energy) in sums.items():
         out[name] = {
-            "cosine": float(cos.mean()) if ok.any() else None,
-            "n_defined": int(ok.sum()),
-            "target_energy": float((tn**2).mean()),
-            "pred_energy": float((pn**2).mean()),
+            "cosine": float(cos_sum / defined) if defined else None,
+            "n_defined": int(defined),
+            "target_energy": float(t_energy / n) if n else float("nan"),
+            "pred_energy": float(p_energy / n) if n else float("nan"),
         }
-    full = (pred * target).sum(1) / np.maximum(
-        np.linalg.norm(pred, axis=1) * np.linalg.norm(target, axis=1), 1e-12
-    )
-    out["full"] = {"cosine": float(full.mean())}
+    out["full"] = {"cosine": full / n if n else float("nan")}
     return out
 
 
@@ -181,7 +199,7 @@ def evaluate_set(
         "chance": summary["chance_text_to_audio"],  # the run report's "chance": text->audio's
         "chance_audio_to_text": summary["chance_audio_to_text"],
         "ties": "pessimistic: an item scoring equal to the true one ranks above it",
-        "blocks": block_diagnostics(data.text[pq], data.audio[pa]),
+        "blocks": block_diagnostics(data.text, data.audio, pairs=(pq, pa)),
         "cosines": _cosines(pos, neg),
         "examples": _examples(data, rankings["text_to_audio"]),
     }
@@ -201,9 +219,11 @@ def evaluate_set(
     else:
         metrics["tagging"] = {"note": "skipped: no tags given" if tag_sets is None
                               else "skipped: no text model"}
-    maps, notes = projection_plots(data.text, data.text_track, data.track_audio(),
-                                   tag_sets or [set()] * len(data.track_ids), options.projections,
-                                   title=title, seed=options.seed)
+    maps, notes = {}, []
+    if options.projections:  # the track vectors are T x dim float64: only made when drawn
+        maps, notes = projection_plots(data.text, data.text_track, data.track_audio(),
+                                       tag_sets or [set()] * len(data.track_ids), options.projections,
+                                       title=title, seed=options.seed)
     plots.update({f"projection_{m}": p for m, p in maps.items()})
     metrics["projection_notes"] = notes
     return metrics, plots

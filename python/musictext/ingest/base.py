@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from musictext import schema, storage
 from musictext.ingest.records import Record, describe_validation
-from musictext.rejects import ItemError, Rejections
+from musictext.rejects import ItemError, Rejections, utf8_text
 
 # Keys every shard spec has. ``records`` is the shard's record file, relative to the listing's
 # records directory (the list step's output artifact).
@@ -245,24 +245,8 @@ def csv_rows(reader, name: str, rejections: Rejections) -> Iterator[tuple[int, A
         yield first, row
 
 
-def published_text(data: bytes, name: str, rejections: Rejections | None) -> str:
-    """A published text file's text (UTF-8, a BOM dropped). A line whose bytes are not UTF-8 is
-    rejected under ``name:line`` with the byte offset and left blank (so later line numbers
-    still match the file); every other line is kept. Without ``rejections``, bad bytes raise."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        if rejections is None:
-            raise
-    lines, offset = [], 0
-    for number, line in enumerate(data.splitlines(keepends=True), 1):
-        try:
-            lines.append(line.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            rejections.add(f"{name}:{number}", f"not valid UTF-8 (byte offset {offset + err.start})")
-            lines.append(line[len(line.rstrip(b"\r\n")):].decode("ascii"))  # the line ending only
-        offset += len(line)
-    return "".join(lines).removeprefix("\ufeff")
+# A published text file's text; a line that is not UTF-8 is rejected with its byte offset.
+published_text = utf8_text
 
 
 @contextmanager

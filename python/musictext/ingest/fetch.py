@@ -22,6 +22,7 @@ from musictext.ingest.archives import fetch_archive, read_member
 from musictext.ingest.base import Source, SourceOptions
 from musictext.ingest.http import Client
 from musictext.ingest.records import ArchiveAudio, PathAudio, Record, UrlAudio, YouTubeAudio
+from musictext.manifest import confined
 from musictext.rejects import ItemError
 
 log = logging.getLogger(__name__)
@@ -147,17 +148,6 @@ def fetch_member(record: Record, ref: ArchiveAudio, out_dir: str, opts: SourceOp
             raise ItemError(record.track_id, f"{algorithm} mismatch for {ref.member}: {got}, published {expected}")
     rel = _store(out_dir, audio_rel(record.track_id, _ext(ref.member)), data)
     return Fetched(rel, *_span(record))
-
-
-def confined(root: str, rel: str, item: str) -> str:
-    """``root``/``rel`` when ``rel`` stays inside ``root``; ItemError for an absolute path, a URL
-    or a ``..`` that would leave it."""
-    if "://" in rel or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
-        raise ItemError(item, f"path {rel!r} is outside the folder (absolute or a URL)")
-    norm = posixpath.normpath(rel.replace("\\", "/"))
-    if norm == ".." or norm.startswith("../") or norm == ".":
-        raise ItemError(item, f"path {rel!r} is outside the folder")
-    return storage.join(root, norm)
 
 
 def fetch_path(record: Record, ref: PathAudio, out_dir: str) -> Fetched:

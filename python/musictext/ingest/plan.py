@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
@@ -33,8 +34,8 @@ LISTING_STATS = "stats.md"  # per-source counts of the listed records (Markdown)
 # The source options the listing used: the download tasks read them from here, so a shard is
 # fetched with exactly the options it was listed with.
 OPTIONS_FILE = "options.json"
-# A fan-out wider than this is refused before anything runs (KFP handles low thousands of
-# iterations; see docs): raise shard_size instead.
+# Shards a listing cuts at most unless told otherwise: a wider cut is made with larger shards
+# (docs/fanout.md; the pipeline asks for its own, narrower fan-out limit).
 MAX_SHARDS = 20000
 
 
@@ -123,9 +124,35 @@ def shard_specs(records: list[Record], shard_size: int, seed: int) -> list[tuple
     return out
 
 
-def plan(sources: list[str], options: dict, corpus_size: int, shard_size: int, seed: int, out_dir: str) -> list[dict]:
+def shard_count(per_source: dict[str, int], shard_size: int) -> int:
+    """Shards of a listing cut per source into ``shard_size`` records (as shard_specs cuts them)."""
+    return sum(math.ceil(n / shard_size) for n in per_source.values())
+
+
+def fitting_shard_size(per_source: dict[str, int], shard_size: int, max_shards: int) -> int:
+    """The smallest shard size of at least ``shard_size`` whose shards (records per source in
+    ``per_source``) number at most ``max_shards``."""
+    if max_shards < len(per_source):
+        raise ValueError(f"max_shards {max_shards} is below the number of sources ({len(per_source)}): "
+                         "each source needs a shard of its own")
+    low, high = shard_size, max(shard_size, *per_source.values())  # at high: one shard per source
+    while low < high:  # the count only falls as the size grows: bisect
+        mid = (low + high) // 2
+        if shard_count(per_source, mid) <= max_shards:
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
+def plan(
+    sources: list[str], options: dict, corpus_size: int, shard_size: int, seed: int, out_dir: str,
+    max_shards: int = MAX_SHARDS,
+) -> list[dict]:
     """Write every shard's records under ``out_dir`` (plus rejected.jsonl, listing.json and stats.md);
-    the shard specs, in order."""
+    the shard specs, in order. A listing that ``shard_size`` would cut into more than
+    ``max_shards`` shards is cut with the smallest larger size that fits (listing.json's
+    shard_size is the size used)."""
     corpus_size, shard_size, seed = check_plan_args(corpus_size, shard_size, seed)
     check_sources(sources, options)
     rejections = Rejections("list")
@@ -136,15 +163,19 @@ def plan(sources: list[str], options: dict, corpus_size: int, shard_size: int, s
         raise ValueError(f"sources {sources} gave no usable records ({len(rejections)} rejected)")
     records, merged = merge_duplicates(records)
     moved = resolve_splits(records)
+    per_source = dict(Counter(r.source for r in records))
+    if shard_count(per_source, shard_size) > max_shards:
+        wider = fitting_shard_size(per_source, shard_size, max_shards)
+        log.warning("%d shards of %d records exceed the fan-out limit %d: cutting shards of %d records",
+                    shard_count(per_source, shard_size), shard_size, max_shards, wider)
+        shard_size = wider
     shards = shard_specs(records, shard_size, seed)
-    if len(shards) > MAX_SHARDS:
-        raise ValueError(f"{len(shards)} shards exceed the fan-out limit {MAX_SHARDS}: raise shard_size")
     storage.makedirs(out_dir)
     for spec, chunk in shards:
         write_records(storage.join(out_dir, spec["records"]), chunk)
     rejections.write(out_dir)
     storage.write_json(storage.join(out_dir, OPTIONS_FILE), {name: source_options(options, name) for name in sources})
-    summary = listing_summary(records, merged, moved, len(rejections), len(shards))
+    summary = listing_summary(records, merged, moved, len(rejections), len(shards)) | {"shard_size": shard_size}
     storage.write_json(storage.join(out_dir, LISTING_SUMMARY), summary)
     stats = corpus_stats([r.row() for r in records], rejections.rows)
     storage.write_bytes(storage.join(out_dir, LISTING_STATS), stats_markdown(stats, "Listed records per source").encode())

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from musictext import schema, storage
-from musictext.rejects import ItemError
+from musictext.rejects import ItemError, describe_validation
 
 # Ids become file names under a shard dir: nothing that could leave it ("/", "..", a drive).
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
@@ -171,14 +171,6 @@ def make_record(item: str, **fields) -> Record:
         return Record(**fields)
     except ValidationError as err:
         raise ItemError(item, describe_validation(err)) from None
-
-
-def describe_validation(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "record"
-        parts.append(f"{where}: {e['msg']}")
-    return "; ".join(parts)
 
 
 def parse_row(line: str, item: str) -> Record:

@@ -54,6 +54,11 @@ def assemble_run(
     rejected = index_rejections(clips_index_dir)
     for stage_dir in stage_dirs:
         rejected.extend(read_rejections(stage_dir))
+    # Per-family stages (embedding, text) refuse a bad clip once per family, alike: one row each.
+    unique: dict[tuple, dict] = {}
+    for row in rejected:
+        unique.setdefault((row["stage"], row["item"], row["reason"]), row)
+    rejected = list(unique.values())
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     checkpoints = collect_checkpoints(export_dirs, out_dir)
     storage.write_json(storage.join(out_dir, REJECTED_JSON), rejected)

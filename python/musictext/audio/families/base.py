@@ -12,12 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from musictext import schema
 from musictext.audio.decode import load_librosa
 from musictext.audio.features import cut_windows, prepare_waveform, window_starts
+from musictext.lazy import lazy_module
+
+# Loaded on first use: the family configs are read by steps that never run a model (clip).
+torch = lazy_module("torch")
 
 
 class AudioConfigBase(BaseModel):
@@ -166,7 +169,7 @@ class WindowedAdapter(FamilyAdapter):
 
 
 # (audio config, device) -> Loaded
-LoadFn = Callable[[Any, torch.device], Loaded]
+LoadFn = Callable[[Any, "torch.device"], Loaded]
 
 
 @dataclass(frozen=True)

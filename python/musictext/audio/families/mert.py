@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import numpy as np
-import torch
+from pydantic import model_validator
 
 from musictext.audio.families.base import FamilySpec, LibrosaLoadedConfig, Loaded, WindowedAdapter
-from musictext.audio.random_init import init_seed, seeded
 from musictext.hub import resolve_pretrained
+from musictext.lazy import lazy_module
+
+# Loaded on first use, as the stand-in's builder below: the clip stage reads this module's config.
+torch = lazy_module("torch")
+
+
+# A full git commit id: branch and tag names can move, so they do not pin reviewed code.
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 class MertAudioConfig(LibrosaLoadedConfig):
     kind: Literal["mert"]
     num_hidden_layers: int  # transformer layers (24) -> 25 hidden states
     hidden_size: int  # 1024
+    # MERT's model class lives in the hub repository (modeling_MERT.py), so loading it runs that
+    # repository's Python. It runs only at a reviewed commit: trust_remote_code needs ``revision``,
+    # and every from_pretrained call gets it (a local or bucket copy is the operator's own code;
+    # transformers ignores the revision there).
+    trust_remote_code: bool = True
+    revision: str | None = None
+
+    @model_validator(mode="after")
+    def _remote_code_is_pinned(self) -> "MertAudioConfig":
+        if self.trust_remote_code and not (self.revision and _COMMIT.fullmatch(self.revision)):
+            raise ValueError(
+                f"audio.revision {self.revision!r} for {self.model}: trust_remote_code runs the hub "
+                f"repository's code, so pin the reviewed commit as a 40-hex commit id (not a branch or tag)"
+            )
+        return self
 
     @property
     def window_dim(self) -> int:
@@ -41,6 +64,8 @@ class MertAdapter(WindowedAdapter):
 def tiny_mert(sample_rate: int, num_hidden_layers: int, hidden_size: int, arch: dict, seed: int):
     """A small HubertModel (MERT's interface) and its feature extractor, seeded."""
     from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+    from musictext.audio.random_init import seeded
 
     arch = {k: v for k, v in arch.items() if k != "seed"}
     conv = int(arch.pop("conv_channels", min(512, max(32, hidden_size))))
@@ -80,6 +105,8 @@ def tiny_mert(sample_rate: int, num_hidden_layers: int, hidden_size: int, arch: 
 
 
 def build_tiny_mert(cfg: MertAudioConfig, device: torch.device) -> Loaded:
+    from musictext.audio.random_init import init_seed
+
     model, processor = tiny_mert(
         cfg.sample_rate,
         int(cfg.num_hidden_layers),
@@ -94,8 +121,9 @@ def load_mert(cfg: MertAudioConfig, device: torch.device) -> Loaded:
     from transformers import AutoModel, Wav2Vec2FeatureExtractor
 
     ref = resolve_pretrained(cfg.model)
-    model = AutoModel.from_pretrained(ref, trust_remote_code=True)
-    processor = Wav2Vec2FeatureExtractor.from_pretrained(ref)
+    # Both files from the same pinned commit; the feature extractor is transformers' own class.
+    model = AutoModel.from_pretrained(ref, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    processor = Wav2Vec2FeatureExtractor.from_pretrained(ref, revision=cfg.revision)
     got = (int(model.config.num_hidden_layers), int(model.config.hidden_size))
     want = (int(cfg.num_hidden_layers), int(cfg.hidden_size))
     if got != want:

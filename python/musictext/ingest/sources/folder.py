@@ -35,7 +35,6 @@ import hashlib
 import io
 import json
 import logging
-import posixpath
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from musictext.library import (
 )
 from musictext.ingest.records import PathAudio, Record, make_record, safe_id
 from musictext.rejects import Rejections
+from musictext.manifest import relative_path
 
 log = logging.getLogger(__name__)
 
@@ -163,14 +163,12 @@ def _check_path(root: str, raw: str, audio: set[str]) -> str:
     path = (raw or "").strip()
     if not path:
         raise ValueError("no path")
-    if "://" in path or re.match(r"^[A-Za-z]:[\\/]", path) or path.lower().startswith(("file:", "data:")):
-        raise ValueError(f"path outside the folder: {path!r} is a URL or drive path")
-    slashed = path.replace("\\", "/")
-    if slashed.startswith("/"):
-        raise ValueError(f"path outside the folder: {path!r} is absolute")
-    rel = posixpath.normpath(slashed)
-    if rel == ".." or rel.startswith("../"):
-        raise ValueError(f"path outside the folder: {path!r} leaves it")
+    if path.lower().startswith(("file:", "data:")):  # URIs without "//" that relative_path allows
+        raise ValueError(f"path outside the folder: {path!r} is a URL")
+    try:
+        rel = relative_path(path)
+    except ValueError as err:
+        raise ValueError(f"path outside the folder: {err}") from None
     if rel in audio:
         return rel
     if rel != "." and storage.exists(storage.join(root, rel)):

@@ -31,7 +31,7 @@ class LocalConfig(LaunchConfig):
     @classmethod
     def _one_node(cls, nnodes: int) -> int:
         if nnodes != 1:
-            raise ValueError("the local launcher runs one node; use launcher 'pytorchjob' for more")
+            raise ValueError("the local launcher runs one node; use launcher 'trainjob' or 'pytorchjob' for more")
         return nnodes
 
 

@@ -1,0 +1,1 @@
+from .component import check_params  # noqa: F401

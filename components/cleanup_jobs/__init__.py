@@ -1,0 +1,1 @@
+from .component import cleanup_jobs  # noqa: F401

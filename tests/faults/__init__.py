@@ -1,0 +1,1 @@
+"""Fault suite: runs that are killed, resumed, or fed bad input."""
