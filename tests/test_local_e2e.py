@@ -39,7 +39,7 @@ def tiny_run(tmp_path_factory):
 def expected_task_logs() -> set[str]:
     """One log per task: loop tasks named by their iteration index."""
     return {
-        "list-sources", "merge-shards", "report",
+        "check-params", "list-sources", "merge-shards", "report",
         *(f"{t}.{i}" for t in SHARD_TASKS for i in range(SHARDS)),
         *(f"{t}.{i}" for t in FAMILY_TASKS for i in range(len(FAMILIES))),
     }
@@ -85,7 +85,7 @@ def test_failing_task_shows_its_log_tail_and_path(tmp_path, capsys, caplog):
     log = tmp_path / "bad" / "logs" / "list-sources.log"
     assert log.is_file()
     assert "✗ list sources FAILED" in out
-    assert "no-such-folder" in out  # the tail shows the cause
+    assert "no-such-folder' does not exist" in out  # the tail shows the cause
     assert f"log: {log}" in out
     assert any(str(log) in r.getMessage() and "list sources" in r.getMessage() for r in caplog.records)
     assert len(out.splitlines()) <= 50

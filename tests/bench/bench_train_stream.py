@@ -25,11 +25,11 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tests.bench.roles import run_role
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 1024**3
@@ -132,15 +132,8 @@ def stream_epoch(cache_dir: str, batch: int, budget_gib: float) -> dict:
 
 
 def child(role: str, payload: dict) -> dict:
-    """Run ``role`` in a fresh interpreter; its result comes back as the last stdout line."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), str(ROOT)]),
-           "MUSICTEXT_PROGRESS": "0"}
-    out = subprocess.run([sys.executable, "-m", "tests.bench.bench_train_stream", "--role", role,
-                          "--payload", json.dumps(payload)], cwd=ROOT, env=env, capture_output=True, text=True)
-    if out.returncode:
-        sys.stderr.write(out.stderr)
-        raise SystemExit(f"{role} step failed (exit {out.returncode})")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """Run ``role`` in a fresh interpreter; its result."""
+    return run_role("tests.bench.bench_train_stream", role, payload)
 
 
 def main(argv=None) -> int:

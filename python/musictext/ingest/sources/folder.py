@@ -99,6 +99,8 @@ class FolderSource(Source):
 
     def parse(self, meta_dir: str, opts: FolderOptions, rejections: Rejections) -> Iterator[Record]:
         root = meta_dir.rstrip("/") if meta_dir.rstrip("/") else meta_dir
+        if not storage.exists(root):  # else: "no usable records", without saying why
+            raise ValueError(f"folder {root!r} does not exist")
         audio = list_audio(root)
         csv_uri, jsonl_uri = storage.join(root, CAPTIONS_CSV), storage.join(root, CAPTIONS_JSONL)
         if storage.exists(csv_uri):
