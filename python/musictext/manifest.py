@@ -58,7 +58,8 @@ def relative_path(rel: str, allowed: Sequence[str] = ()) -> str:
     path or a ``..`` that leaves the directory."""
     if _external(rel, allowed):
         return rel
-    if "://" in rel or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
+    if "://" in rel or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":") \
+            or rel.lower().startswith(("file:", "data:")):  # URIs that need no "//"
         raise ValueError(f"path {rel!r} is absolute or a URL")
     norm = posixpath.normpath(rel.replace("\\", "/"))
     if norm in ("..", ".") or norm.startswith("../"):

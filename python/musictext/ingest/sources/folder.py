@@ -165,8 +165,6 @@ def _check_path(root: str, raw: str, audio: set[str]) -> str:
     path = (raw or "").strip()
     if not path:
         raise ValueError("no path")
-    if path.lower().startswith(("file:", "data:")):  # URIs without "//" that relative_path allows
-        raise ValueError(f"path outside the folder: {path!r} is a URL")
     try:
         rel = relative_path(path)
     except ValueError as err:
