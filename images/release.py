@@ -60,11 +60,13 @@ def _instructions(text: str) -> list[tuple[str, str]]:
         if not line or line.startswith("#"):
             continue
         if line.endswith("\\"):
-            buf += line[:-1] + " "
+            buf += line[:-1].rstrip() + " "
             continue
         keyword, _, rest = (buf + line).partition(" ")
         out.append((keyword.upper(), rest.strip()))
         buf = ""
+    if buf:  # the last instruction would be lost (a FROM among them would escape the pin check)
+        raise ValueError(f"dangling line continuation: {buf.strip()!r}")
     return out
 
 

@@ -197,17 +197,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from musictext_kfp.compile import compile_pipeline, parse_bucket_secret, validate_pipeline_yaml
+    from musictext_kfp.compile import BucketSecretError, compile_pipeline, validate_pipeline_yaml
 
     name = pipeline_name(args)
     params = pipeline_params(args, name)
     try:
-        parse_bucket_secret(args.bucket_secret)
-    except ValueError as err:
+        path = compile_pipeline(args.output, args.pipeline_root, args.image, params, args.audio_image, name,
+                                bucket_secret=args.bucket_secret)
+    except BucketSecretError as err:  # raised before anything is written
         log.error("%s", err)
         return 2
-    path = compile_pipeline(args.output, args.pipeline_root, args.image, params, args.audio_image, name,
-                            bucket_secret=args.bucket_secret)
     summary = validate_pipeline_yaml(path)
     print(f"wrote {path}: {len(summary['executors'])} executors, parsed with the KFP protos")
     return 0

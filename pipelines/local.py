@@ -218,16 +218,19 @@ def is_temporary(name: str) -> bool:
     return ".tmp-" in name or (name.startswith(".kfp_cache_") and name.endswith(".tmp"))
 
 
+def temporaries(run_dir: Path) -> list[Path]:
+    """TMP_DIR (whole) and every half-written file or directory elsewhere in the run."""
+    tmp = run_dir / TMP_DIR
+    found = [tmp] if tmp.exists() else []
+    return found + [p for p in run_dir.rglob("*") if is_temporary(p.name) and tmp not in p.parents]
+
+
 def remove_temporaries(run_dir: Path) -> int:
-    """Remove TMP_DIR and every half-written file in the run; returns how many went."""
-    gone = 0
-    if (run_dir / TMP_DIR).exists():
-        shutil.rmtree(run_dir / TMP_DIR)
-        gone += 1
-    for path in [p for p in run_dir.rglob("*") if is_temporary(p.name)]:
+    """Remove the run's temporaries(); returns how many went."""
+    found = temporaries(run_dir)
+    for path in found:  # one inside an earlier one is already gone
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
-        gone += 1
-    return gone
+    return len(found)
 
 
 # -- a run's processes ----------------------------------------------------------------------

@@ -31,6 +31,7 @@ from kfp_server_api.exceptions import ApiException
 
 from musictext.config import deep_merge
 from musictext_kfp.cli import add_pipeline_args, option_name, pipeline_inputs, pipeline_params
+from musictext_kfp.compile import load_pipeline_yaml, validate_pipeline_docs
 
 T = TypeVar("T")
 
@@ -99,22 +100,22 @@ def settings_from_env(env: Mapping[str, str] = os.environ) -> KfpSettings:
 
 
 def read_package(path: str | Path) -> tuple[str, dict]:
-    """The compiled pipeline's name and parameters (name -> kfp InputSpec), its spec checked with
-    the KFP protos. (libyaml: the pure-Python loader takes seconds on this file.)"""
+    """The compiled pipeline's name and parameters (name -> kfp InputSpec), its documents checked
+    with the KFP protos."""
     from google.protobuf import json_format
     from kfp.dsl.structures import InputSpec
-    from kfp.pipeline_spec import pipeline_spec_pb2
 
     path = Path(path)
     if not path.is_file():
         raise SubmitError(f"{path} not found: run `make compile` first or pass --package FILE", code=2)
     try:
-        spec = next(yaml.load_all(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
-        json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
+        docs = load_pipeline_yaml(path)
+        validate_pipeline_docs(docs)
+        spec = docs[0]
         parameters = spec["root"].get("inputDefinitions", {}).get("parameters", {})
         inputs = {name: InputSpec.from_ir_component_inputs_dict(p) for name, p in parameters.items()}
         return spec["pipelineInfo"]["name"], inputs
-    except (yaml.YAMLError, json_format.ParseError, StopIteration, TypeError, KeyError, AttributeError) as exc:
+    except (yaml.YAMLError, json_format.ParseError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise SubmitError(f"{path} is not a compiled KFP pipeline: {one_line(str(exc))[:200]}", code=2) from exc
 
 
@@ -286,10 +287,13 @@ def find_pipeline_id(client, name: str, namespace: str | None) -> str | None:
     return found[0].pipeline_id if found else None
 
 
-def upload(client, package: Path, name: str, version: str, settings: KfpSettings) -> tuple[str, str]:
+def upload(client, package: Path, name: str, version: str, settings: KfpSettings,
+           exist_ok: bool = False) -> tuple[str, str | None]:
     """Upload ``package`` as version ``version`` of pipeline ``name``; returns the pipeline and
     version ids. An absent pipeline is created first (the server stores the package as its
-    first version too, named after the pipeline), so every run names the version it ran."""
+    first version too, named after the pipeline), so every run names the version it ran.
+    ``exist_ok``: the server's 409 for a version of that name already there is success, with
+    None for the version id (a retry whose earlier attempt uploaded it)."""
     with step(f"looking up pipeline {name!r}", settings, retried=True):
         pipeline_id = find_pipeline_id(client, name, settings.namespace)
     if pipeline_id is None:
@@ -297,7 +301,12 @@ def upload(client, package: Path, name: str, version: str, settings: KfpSettings
             pipeline_id = client.upload_pipeline(str(package), pipeline_name=name,
                                                  namespace=settings.namespace).pipeline_id
     with step(f"uploading version {version!r} of pipeline {name!r}", settings):
-        made = client.upload_pipeline_version(str(package), version, pipeline_id=pipeline_id)
+        try:
+            made = client.upload_pipeline_version(str(package), version, pipeline_id=pipeline_id)
+        except ApiException as err:
+            if exist_ok and err.status == 409:
+                return pipeline_id, None
+            raise
     return pipeline_id, made.pipeline_version_id
 
 

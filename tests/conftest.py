@@ -25,6 +25,17 @@ def _builtin_print_restored():
     builtins.print = _PRINT
 
 
+@pytest.fixture(scope="module")
+def kfp_local(tmp_path_factory):
+    """kfp.local set up in-process for one test module (its runs land in the returned pipeline
+    root); local.init is global, so each module using it starts it afresh."""
+    from kfp import local
+
+    root = tmp_path_factory.mktemp("pipeline_root")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_base_model(tmp_path_factory) -> str:
     """A random 2-layer BERT with the MiniLM tokenizer: the text tower of every fast training test."""

@@ -53,6 +53,8 @@ class FakeCluster:
         self.pods: dict[str, list[tuple[str, str, str]]] = {}  # job name -> [(pod, phase, log)]
         self.events: list[tuple[str, str, str, str]] = []  # (involved name, type, reason, message)
         self.calls: list[tuple[str, str]] = []  # (resource, verb)
+        self.request_timeouts: list[float | None] = []  # each job get's _request_timeout
+        self.log_containers: list[str | None] = []  # each log read's container
         self.created: list[dict] = []
         self.deleted: list[tuple[str, str | None]] = []  # (name, propagation policy)
         self.hook_on_get: Callable[[str], None] | None = None
@@ -85,6 +87,7 @@ class FakeCluster:
 
     def get_namespaced_custom_object(self, group, version, namespace, plural, name, _request_timeout=None):
         self.calls.append((plural, "get"))
+        self.request_timeouts.append(_request_timeout)
         if self.hook_on_get:
             self.hook_on_get(name)
         obj = self.objects.get((plural, namespace, name))
@@ -124,7 +127,7 @@ class FakeCluster:
 
     def read_namespaced_pod_log(self, name, namespace, container=None, tail_lines=None):
         self.calls.append(("pods/log", "get"))
-        self.log_containers = getattr(self, "log_containers", []) + [container]
+        self.log_containers.append(container)
         text = next(log for pods in self.pods.values() for pod, _, log in pods if pod == name)
         lines = text.splitlines()
         return "\n".join(lines[-tail_lines:] if tail_lines else lines)

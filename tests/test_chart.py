@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from tests.kfp_api_server import serve_kfp
 from tests.test_gcs import BUCKET as GCS_BUCKET
 from tests.test_gcs import _free_port as free_port
 from tests.test_gcs import gcs  # noqa: F401 -- the storage emulator fixture
-from tests.test_manifests import MANIFESTS, load_docs
+from tests.test_manifests import MANIFESTS, _grants, load_docs
 from tools import chart_readme
 
 REPO = Path(__file__).resolve().parents[1]
@@ -247,17 +248,27 @@ def test_every_value_changes_the_rendered_chart(helm, tmp_path):
     assert unused_values(helm, CHART, tmp_path) == [], "values that change no rendered object"
 
 
-def test_unused_value_check_bites(helm, tmp_path):
-    # A chart copy whose values declare (and document) one more key that no template reads.
+def chart_with_value(tmp_path: Path, path: tuple[str, ...], edit_values: Callable[[str], str]) -> Path:
+    """A copy of the chart whose values.yaml is ``edit_values`` of the original and whose schema
+    declares one more integer value at ``path``."""
     import shutil
 
     chart = tmp_path / "musictext"
     shutil.copytree(CHART, chart)
-    values = (chart / "values.yaml").read_text()
-    (chart / "values.yaml").write_text(values.replace("training:\n", "training:\n  # Read by nothing.\n  unusedKnob: 1\n", 1))
+    (chart / "values.yaml").write_text(edit_values((chart / "values.yaml").read_text()))
     schema = json.loads((chart / "values.schema.json").read_text())
-    schema["properties"]["training"]["properties"]["unusedKnob"] = {"type": "integer"}
+    node = schema
+    for key in path[:-1]:
+        node = node["properties"][key]
+    node["properties"][path[-1]] = {"type": "integer"}
     (chart / "values.schema.json").write_text(json.dumps(schema))
+    return chart
+
+
+def test_unused_value_check_bites(helm, tmp_path):
+    # A chart copy whose values declare (and document) one more key that no template reads.
+    chart = chart_with_value(tmp_path, ("training", "unusedKnob"), lambda values: values.replace(
+        "training:\n", "training:\n  # Read by nothing.\n  unusedKnob: 1\n", 1))
     assert unused_values(helm, chart, tmp_path, prefix=("training",)) == ["training.unusedKnob (1 -> 2)"]
 
 
@@ -313,10 +324,6 @@ def test_lint_strict_rejects_wrong_values(helm, setting, field):
 
 
 # -- RBAC ------------------------------------------------------------------------------------------
-def _permissions(rules: list[dict]) -> set[tuple[str, str, str]]:
-    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
-
-
 def launcher_rules(launcher: str) -> list[dict]:
     from musictext.train.launch import RBAC_RULES
 
@@ -331,19 +338,12 @@ def test_role_is_exactly_what_the_launcher_calls(helm, values_dir, values):
     assert role["rules"] == launcher_rules(launcher)
     assert not any("*" in r["verbs"] or "*" in r["resources"] or "*" in r["apiGroups"] for r in role["rules"])
     other = {"trainjob": "pytorchjobs", "pytorchjob": "trainjobs"}[launcher]
-    assert other not in {r for _, r, _ in _permissions(role["rules"])}, "only the chosen backend's jobs"
+    assert other not in {r for _, r, _ in _grants(role["rules"])}, "only the chosen backend's jobs"
     binding = one(docs, "RoleBinding", "-launcher")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": role["metadata"]["name"]}
     sa = one(docs, "ServiceAccount")["metadata"]["name"]
     assert {"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE} in binding["subjects"]
-
-
-def test_plain_manifest_role_serves_both_example_jobs():
-    # manifests/ holds a TrainJob and a PyTorchJob example; its Role covers both backends.
-    role = next(d for d in load_docs(MANIFESTS / "rbac.yaml") if d["kind"] == "Role")
-    assert _permissions(role["rules"]) == _permissions(launcher_rules("trainjob")) | _permissions(
-        launcher_rules("pytorchjob"))
 
 
 def test_gpu_values_reach_rbac_and_service_account(helm, gpu_values):
@@ -640,11 +640,13 @@ def training_job(defaults: dict) -> dict:
     """The job the train step would create from these pipeline defaults: the launch config from
     the pipeline's knobs with train_options on top (contract C2), built by the launcher."""
     from musictext.train import launch
+    from musictext.train.launch import pipeline_launch_config
 
-    knobs = {"image": defaults["train_image"], "nnodes": int(defaults["train_nodes"]),
-             "nproc_per_node": int(defaults["procs_per_node"]), "gpus_per_node": int(defaults["gpus_per_node"]),
-             "node_selector": defaults["gpu_node_selector"], "timeout_s": int(defaults["train_timeout_minutes"]) * 60}
-    config = launch.launch_config(defaults["train_launcher"], **deep_merge(knobs, defaults["train_options"]))
+    config = pipeline_launch_config(
+        defaults["train_launcher"], nnodes=int(defaults["train_nodes"]), nproc_per_node=int(defaults["procs_per_node"]),
+        gpus_per_node=int(defaults["gpus_per_node"]), node_selector=defaults["gpu_node_selector"],
+        image=defaults["train_image"], timeout_minutes=int(defaults["train_timeout_minutes"]),
+        train_options=defaults["train_options"])
     build = {"trainjob": launch.build_trainjob, "pytorchjob": launch.build_pytorchjob}[config.launcher]
     return build(config, ["--stage", "1"], "musictext-muq-s1", NAMESPACE)
 
@@ -756,15 +758,7 @@ def test_readme_documents_every_value():
 
 
 def test_readme_generator_refuses_an_undocumented_value(tmp_path):
-    import shutil
-
-    chart = tmp_path / "musictext"
-    shutil.copytree(CHART, chart)
-    values = (chart / "values.yaml").read_text()
-    (chart / "values.yaml").write_text(values + "\nundocumented: 1\n")
-    schema = json.loads((chart / "values.schema.json").read_text())
-    schema["properties"]["undocumented"] = {"type": "integer"}
-    (chart / "values.schema.json").write_text(json.dumps(schema))
+    chart = chart_with_value(tmp_path, ("undocumented",), lambda values: values + "\nundocumented: 1\n")
     with pytest.raises(ValueError, match="undocumented has no comment"):
         chart_readme.render(chart)
 

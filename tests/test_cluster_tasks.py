@@ -92,11 +92,6 @@ def test_cleanup_deletes_the_runs_jobs_in_their_namespace(monkeypatch):
     assert seen == [("r1", "ml"), ("r2", None)]
 
 
-@pytest.fixture(scope="module")
-def kfp_local(tmp_path_factory):
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path_factory.mktemp("root")))
-
-
 @pytest.mark.parametrize("launcher", ["local", "trainjob"])
 def test_cleanup_never_fails_the_run(kfp_local, monkeypatch, tmp_path, launcher):
     """Through kfp.local: nothing to do for the local launcher; no cluster reachable is logged."""

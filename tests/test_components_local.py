@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from kfp import dsl, local
+from kfp import dsl
 from kfp.dsl import Dataset
 
 from musictext import layout, schema
@@ -40,13 +40,6 @@ def data_stages(corpus_size: int, shard_size: int, m2l_native_rate: bool = False
         listing=plan.outputs["records"],
     )
     return gather_targets(family="music2latent", index=index.outputs["index"]).outputs["targets"]
-
-
-@pytest.fixture(scope="module")
-def kfp_local(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline_root")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    return root
 
 
 def latest_index(root) -> Path:

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-from kfp import local
 
 from musictext.ingest.records import read_records
 from musictext_kfp.components.list_sources import list_sources
@@ -29,11 +28,6 @@ def test_smallest_shard_size_within_the_limit(per_source, size, limit, want):
 def test_fewer_slots_than_sources_is_refused():
     with pytest.raises(ValueError, match="below the number of sources"):
         fitting_shard_size({"a": 5, "b": 5, "c": 5}, 1, 2)
-
-
-@pytest.fixture(scope="module")
-def kfp_local(tmp_path_factory):
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path_factory.mktemp("root")))
 
 
 def test_a_1200_shard_listing_fans_out_within_the_limit(kfp_local):

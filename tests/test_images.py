@@ -1,8 +1,8 @@
 """images/Dockerfile and images/Dockerfile.audio, checked by reading them (no Docker engine here).
 
-A small parser turns each Dockerfile into instructions (comments dropped, continuation lines
-joined, stages tracked); the tests then check properties a broken build or an insecure image
-would violate. The build context is checked with docker's own .dockerignore matcher (the docker
+The release script's parser turns each Dockerfile into instructions (comments dropped,
+continuation lines joined), here grouped by stage; the tests then check properties a broken build
+or an insecure image would violate. The build context is checked with docker's own .dockerignore matcher (the docker
 SDK), the release script in dry-run mode, and hadolint (requirements/dev.txt) lints both files.
 """
 
@@ -44,7 +44,6 @@ release = _load("musictext_release", IMAGES / "release.py")
 class Instruction:
     cmd: str  # upper-case keyword
     value: str  # everything after the keyword, continuation lines joined
-    line: int  # 1-based line of the keyword
     stage: int  # index of the FROM stage it belongs to (-1: before the first FROM)
 
     @property
@@ -77,27 +76,12 @@ class Dockerfile:
 
 
 def parse(path: Path) -> Dockerfile:
+    """The release script's instructions (it checks the same files), numbered by stage."""
     df = Dockerfile(path)
-    stage, buf, start = -1, "", 0
-    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
-        stripped = raw.strip()
-        if stripped.startswith("#") or (not stripped and buf):
-            continue  # comments (also inside continuations) and blank lines inside one
-        if not stripped:
-            continue
-        if not buf:
-            start = lineno
-        if stripped.endswith("\\"):
-            buf += stripped[:-1].rstrip() + " "
-            continue
-        buf += stripped
-        cmd, _, value = buf.partition(" ")
-        cmd = cmd.upper()
-        if cmd == "FROM":
-            stage += 1
-        df.instructions.append(Instruction(cmd, value.strip(), start, stage))
-        buf = ""
-    assert not buf, f"{path}: dangling line continuation"
+    stage = -1
+    for cmd, value in release._instructions(path.read_text()):
+        stage += cmd == "FROM"
+        df.instructions.append(Instruction(cmd, value, stage))
     return df
 
 
@@ -106,7 +90,10 @@ def test_parser_handles_continuations_and_comments(tmp_path):
     p.write_text("ARG A=1\nFROM x:1.2.3 AS b\n# c\nRUN a \\\n  # inner comment\n  && b\nFROM b\nUSER 1:1\n")
     df = parse(p)
     assert [(i.cmd, i.stage) for i in df.instructions] == [("ARG", -1), ("FROM", 0), ("RUN", 0), ("FROM", 1), ("USER", 1)]
-    assert df.of("RUN")[0].value == "a && b" and df.of("RUN")[0].line == 4
+    assert df.of("RUN")[0].value == "a && b"
+    p.write_text("FROM x:1.2.3\nRUN a \\\n")
+    with pytest.raises(ValueError, match="dangling line continuation"):
+        parse(p)
 
 
 @pytest.fixture(scope="module", params=sorted(DOCKERFILES), ids=str)
@@ -122,10 +109,6 @@ def _arg_defaults(df: Dockerfile) -> dict[str, str]:
         if default:
             out.setdefault(name, default.strip('"'))
     return out
-
-
-def _expand(text: str, args: dict[str, str]) -> str:
-    return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: args.get(m.group(1), m.group(0)), text)
 
 
 def _shell_commands(run: Instruction) -> list[list[str]]:
@@ -169,36 +152,24 @@ def _copies(df: Dockerfile) -> list[tuple[Instruction, list[str], str]]:
 
 
 # -- base images -----------------------------------------------------------------------------------
-def _base_images(df: Dockerfile) -> list[tuple[Instruction, str]]:
-    """(FROM line, external image it pulls by default) -- stage references left out."""
-    args = _arg_defaults(df)
-    stages, out = set(), []
-    for i in df.of("FROM"):
-        words = i.words
-        image = _expand(words[0], args)
-        if len(words) >= 3 and words[1].upper() == "AS":
-            stages.add(words[2])
-        if image not in stages:
-            out.append((i, image))
-    return out
+def _base_images(df: Dockerfile) -> list[str]:
+    """The external images the FROM lines pull by default, as the release script resolves them."""
+    return release.base_references(df.path.read_text())
 
 
 def test_base_images_are_pinned_by_digest(dockerfile):
     bases = _base_images(dockerfile)
     assert bases
-    for i, image in bases:
-        assert "$" not in image, f"line {i.line}: {i.words[0]} has no default"
-        name, _, digest = image.partition("@")
-        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"line {i.line}: {image} is not pinned by digest"
-        repo, _, tag = name.rpartition(":")
-        assert repo and "/" not in tag and tag != "latest", f"line {i.line}: {image} names no tag"
-        assert re.match(r"^\d+\.\d+\.\d+-", tag), f"line {i.line}: {image}: name the full version"
-    # The release script reads the same references (it refuses to build otherwise).
-    assert release.base_references(dockerfile.path.read_text()) == [image for _, image in bases]
+    for image in bases:
+        assert "$" not in image, f"{image} has no default"
+        assert release.is_pinned(image), f"{image} is not pinned by digest"
+        repo, _, tag = image.partition("@")[0].rpartition(":")
+        assert repo and "/" not in tag and tag != "latest", f"{image} names no tag"
+        assert re.match(r"^\d+\.\d+\.\d+-", tag), f"{image}: name the full version"
 
 
 def test_both_images_share_one_base():
-    bases = {name: {image for _, image in _base_images(parse(path))} for name, path in DOCKERFILES.items()}
+    bases = {name: set(_base_images(parse(path))) for name, path in DOCKERFILES.items()}
     assert len(bases["main"]) == 1 and bases["main"] == bases["audio"], bases
 
 
@@ -211,7 +182,7 @@ def test_multi_stage_runtime_copies_only_the_venv(dockerfile):
     # install of the repo itself (no deps).
     for run, words in _pip_installs(dockerfile):
         if run.stage == final:
-            assert "--no-deps" in words and "-e" in words, f"line {run.line}: {' '.join(words)}"
+            assert "--no-deps" in words and "-e" in words, " ".join(words)
 
 
 # -- build context -----------------------------------------------------------------------------
@@ -314,17 +285,17 @@ def test_every_pip_install_uses_the_constraints(dockerfile):
     known = _constraint_files(dockerfile)
     installs = _pip_installs(dockerfile)
     assert installs
-    workdirs = {}
+    workdirs = {}  # id(instruction) -> the WORKDIR it runs in
     wd = "/"
     for i in dockerfile.instructions:
         if i.cmd == "WORKDIR":
             wd = i.value
-        workdirs[i.line] = wd
+        workdirs[id(i)] = wd
     for run, words in installs:
         cs = [words[k + 1] for k, w in enumerate(words[:-1]) if w in ("-c", "--constraint")]
-        assert cs, f"line {run.line}: pip install without -c: {' '.join(words)}"
+        assert cs, f"pip install without -c: {' '.join(words)}"
         for c in cs:
-            assert _resolve(c, workdirs[run.line]) in known, f"line {run.line}: {c} is not the project's constraints"
+            assert _resolve(c, workdirs[id(run)]) in known, f"{c} is not the project's constraints: {' '.join(words)}"
 
 
 def test_torch_comes_from_the_torch_index_before_the_rest(dockerfile):
@@ -341,9 +312,7 @@ def test_torch_comes_from_the_torch_index_before_the_rest(dockerfile):
 
 
 def test_derive_constraints_drops_only_what_the_audio_image_pins():
-    spec = importlib.util.spec_from_file_location("derive_constraints", IMAGES / "derive_constraints.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load("derive_constraints", IMAGES / "derive_constraints.py")
     constraints = "# pins\ntorch==2.13.0\ntransformers==5.23.0\nhuggingface_hub==1.0\nkfp==2.17.0\n"
     requirements = "-c something.txt\nTransformers>=4.57,<5  # muq\nhuggingface-hub==0.36.2\nmuq\n"
     out = mod.derive(constraints, requirements)

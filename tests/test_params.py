@@ -8,17 +8,12 @@ import pytest
 import yaml
 
 from musictext.config import CONFIG_DIR_ENV, config_dir
-from musictext.params import MAX_SHARDS, check_run_params
+from musictext.ingest.plan import MAX_SHARDS
+from musictext.params import check_run_params
+from musictext_kfp.cli import pipeline_inputs
 
-# The laptop demo's parameters (the pipeline's defaults, as ``musictext run --local`` gives them).
-GOOD = {
-    "sources": ["synthetic"], "source_options": {}, "folder": "", "corpus_size": 400, "shard_size": 100,
-    "seed": 0, "clip_seconds": 6.0, "max_clips_per_track": 1, "clip_format": "wav", "m2l_native_rate": False,
-    "families": ["mert", "muq", "music2latent"], "profile": "demo", "epochs_stage1": 0, "epochs_stage2": 0,
-    "batch_size": 0, "gpu_node_selector": {"nvidia.com/gpu.present": "true"}, "train_launcher": "local",
-    "train_nodes": 1, "gpus_per_node": 0, "procs_per_node": 1, "train_image": "ghcr.io/musictext/musictext:0.1.0",
-    "train_timeout_minutes": 1440, "train_options": {},
-}
+# The laptop demo's parameters: the pipeline's defaults, as ``musictext run --local`` gives them.
+GOOD = {name: spec.default for name, spec in pipeline_inputs().items()}
 
 
 def problems(**changes) -> list[str]:

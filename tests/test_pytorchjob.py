@@ -162,7 +162,7 @@ RUNNING = [cond("Created"), cond("Running")]
 
 
 def _scripted(*states) -> FakeCluster:
-    cluster = FakeCluster(default_script=[list(s) for s in states])
+    cluster = FakeCluster()
     cluster.add(_manifest())
     cluster.script["musictext-muq-s1-abc123"] = [list(s) for s in states]
     return cluster
@@ -178,14 +178,10 @@ def _wait(cluster, timeout_s=600, poll_s=10, **kw):
 def test_wait_succeeded():
     cluster = _scripted([], [cond("Created")], RUNNING,
                         [cond("Created", "True"), cond("Running", "False"), cond("Succeeded")])
-    requests = []
-    get = cluster.get_namespaced_custom_object
-    cluster.get_namespaced_custom_object = lambda *a, _request_timeout=None: (requests.append(_request_timeout),
-                                                                              get(*a))[1]
     job, clock = _wait(cluster)
     assert job["metadata"]["name"] == "musictext-muq-s1-abc123"
     assert clock.t == 30
-    assert set(requests) == {30.0}  # short per-request timeout, separate from the job's
+    assert set(cluster.request_timeouts) == {30.0}  # short per-request timeout, separate from the job's
 
 
 def test_wait_failed_raises_with_message():
@@ -208,14 +204,12 @@ def test_transient_api_errors_are_retried_but_others_raise():
     def failing(*statuses):
         cluster = _scripted([cond("Succeeded")])
         errors = list(statuses)
-        get = cluster.get_namespaced_custom_object
 
-        def flaky(*a, **kw):
+        def flaky(name):
             if errors:
                 raise ApiException(status=errors.pop(0))
-            return get(*a, **kw)
 
-        cluster.get_namespaced_custom_object = flaky
+        cluster.hook_on_get = flaky
         return cluster
 
     _wait(failing(404, 503, 429), poll_s=1)
@@ -223,16 +217,14 @@ def test_transient_api_errors_are_retried_but_others_raise():
         _wait(failing(403), poll_s=1)
     # A job seen once and then gone was deleted under us: that is a failure, not a wait.
     cluster = _scripted(RUNNING)
-    get = cluster.get_namespaced_custom_object
     seen = []
 
-    def vanishing(*a, **kw):
+    def vanishing(name):
         if seen:
             raise ApiException(status=404)
-        seen.append(1)
-        return get(*a, **kw)
+        seen.append(name)
 
-    cluster.get_namespaced_custom_object = vanishing
+    cluster.hook_on_get = vanishing
     with pytest.raises(JobFailed, match="deleted while running"):
         _wait(cluster, poll_s=1)
 

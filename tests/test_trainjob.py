@@ -34,7 +34,7 @@ from musictext.train.launch import (
     run_job,
     run_trainjob_locally,
 )
-from musictext.train.launch.cluster import JOB_KINDS, launcher_owner, name_for
+from musictext.train.launch.cluster import JOB_KINDS, job_name, launcher_owner, name_for
 from musictext.train.launch.trainjob import TRAINJOB
 from tests.fake_k8s import FakeClock, FakeCluster, cond
 from tests.k8s_schemas import CRDS, K8S_VERSION, crd_validator, validate_object
@@ -178,8 +178,25 @@ def test_job_name_is_deterministic_per_task():
     anonymous = TrainJobConfig(image="i")
     assert name_for(anonymous, JOB) != name_for(anonymous, JOB)  # no run id: a fresh job each time
     assert name_for(anonymous.model_copy(update={"name": "mine"}), JOB) == "mine"
-    long = TrainJobSpec(**{**JOB.model_dump(exclude={"config"}), "family": "muq"})
-    assert len(name_for(config, long)) <= 63
+
+
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+@pytest.mark.parametrize("prefix", ["x" * 100, "a-" * 50, "9 Musictext_MuQ / Stage 1!", "---", ""])
+def test_job_name_is_a_short_dns_label(prefix):
+    name = job_name(prefix, "run-1/t-1/muq/1")
+    assert DNS_1035.match(name) and len(name) <= 63, name
+    assert job_name(prefix, "run-1/t-1/muq/1") == name  # same key, same name
+    assert job_name(prefix, "run-1/t-2/muq/1") != name
+    fresh = job_name(prefix)
+    assert DNS_1035.match(fresh) and len(fresh) <= 63, fresh
+
+
+def test_name_for_a_long_run_and_task_is_a_short_dns_label():
+    config = TrainJobConfig(image="i", run_id="r" * 63, task_id="t" * 200)
+    name = name_for(config, JOB)
+    assert DNS_1035.match(name) and len(name) <= 63, name
 
 
 # -- running against a fake API server --------------------------------------------------------------

@@ -144,7 +144,7 @@ def render(chart: Path = CHART) -> str:
             lines += [docs[(title,)], ""]
         lines += ["| Key | Type | Default | Description |", "| --- | --- | --- | --- |"]
         for path, value, node in rows:
-            text = docs[path] if path in docs else describe(path, docs)
+            text = describe(path, docs)
             default = json.dumps(value, separators=(", ", ": "))
             lines.append(f"| `{'.'.join(path)}` | {type_name(node, schema)} | `{cell(default)}` | {cell(text)} |")
     return "\n".join(lines) + "\n"

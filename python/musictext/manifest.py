@@ -9,14 +9,13 @@
 A row that fails (a mistyped field, ``captions: 5``, an audio path that leaves its shard, a line
 that is not UTF-8 or not JSON) is rejected under its id (or ``file:line``) with the reason, and
 the stage goes on with the others. Audio paths are relative to their shard directory: an
-absolute path, a URL or a ``..`` that leaves the shard is refused, unless it starts with one of
-the ``allowed`` prefixes a caller passes (a bucket the user trusts).
+absolute path, a URL or a ``..`` that leaves the shard is refused.
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from typing import Annotated, Literal, TypeVar
 
 import pyarrow as pa
@@ -26,7 +25,6 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
-    ValidationInfo,
     field_validator,
 )
 from pydantic.functional_validators import AfterValidator
@@ -43,42 +41,33 @@ assert set(Split.__args__) == set(schema.SPLITS)
 # ----------------------------------------------------------------------------- paths
 
 
-def _external(rel: str, allowed: Sequence[str]) -> bool:
-    """Whether ``rel`` lies under one of the ``allowed`` prefixes, without a ``..`` after it."""
-    for prefix in allowed:
-        base = prefix.rstrip("/") + "/"
-        if rel.startswith(base) and ".." not in rel[len(base):].replace("\\", "/").split("/"):
-            return True
-    return False
+def _absolute(path: str) -> bool:
+    """Whether ``path`` is absolute, a URL (``file:`` and ``data:`` need no "//") or a drive path."""
+    return "://" in path or path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":") \
+        or path.lower().startswith(("file:", "data:"))
 
 
-def relative_path(rel: str, allowed: Sequence[str] = ()) -> str:
-    """``rel`` normalised, when it stays inside the directory it is relative to; a path under
-    one of the ``allowed`` prefixes as it is. ValueError for an absolute path, a URL, a drive
-    path or a ``..`` that leaves the directory."""
-    if _external(rel, allowed):
-        return rel
-    if "://" in rel or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":") \
-            or rel.lower().startswith(("file:", "data:")):  # URIs that need no "//"
-        raise ValueError(f"path {rel!r} is absolute or a URL")
+def relative_path(rel: str) -> str:
+    """``rel`` normalised, when it stays inside the directory it is relative to. ValueError for
+    an absolute path, a URL, a drive path or a ``..`` that leaves the directory. The normalised
+    path is checked too ("a/../c:x"), so a path this returns passes again unchanged: readers of
+    checked rows just join it onto their directory."""
     norm = posixpath.normpath(rel.replace("\\", "/"))
+    if _absolute(rel) or _absolute(norm):
+        raise ValueError(f"path {rel!r} is absolute or a URL")
     if norm in ("..", ".") or norm.startswith("../"):
         raise ValueError(f"path {rel!r} leaves its directory")
     return norm
 
 
-def confined(root: str, rel: str, item: str, where: str = "the folder", allowed: Sequence[str] = ()) -> str:
-    """``root``/``rel`` when ``rel`` stays inside ``root`` (``rel`` itself when it lies under an
-    ``allowed`` prefix); ItemError for an absolute path, a URL or a ``..`` that would leave it."""
+def confined(root: str, rel: str, item: str, where: str = "the folder") -> str:
+    """``root``/``rel`` when ``rel`` stays inside ``root``; ItemError for an absolute path, a URL
+    or a ``..`` that would leave it."""
     try:
-        norm = relative_path(rel, allowed)
+        norm = relative_path(rel)
     except ValueError as err:
         raise ItemError(item, f"{err}: outside {where}") from None
-    return norm if _external(norm, allowed) else storage.join(root, norm)
-
-
-def _audio_path(value: str, info: ValidationInfo) -> str:
-    return relative_path(value, (info.context or {}).get("allowed", ()))
+    return storage.join(root, norm)
 
 
 def _captions(value: list[str]) -> list[str]:
@@ -88,8 +77,8 @@ def _captions(value: list[str]) -> list[str]:
     return kept
 
 
-# An audio file's path, relative to its shard dir (or under a prefix the reader allows).
-AudioPath = Annotated[str, StringConstraints(min_length=1), AfterValidator(_audio_path)]
+# An audio file's path, relative to its shard dir (normalised by relative_path).
+AudioPath = Annotated[str, StringConstraints(min_length=1), AfterValidator(relative_path)]
 # Captions with the blank ones dropped; at least one left.
 Captions = Annotated[list[str], AfterValidator(_captions)]
 
@@ -179,11 +168,11 @@ def _why(error: dict) -> str:
     return f"{where}: {why} (got {shown[:40]}{'...' if len(shown) > 40 else ''})"
 
 
-def validate_row(model: type[Row], row: dict, item: str, allowed: Sequence[str] = (), what: str = "row") -> Row:
+def validate_row(model: type[Row], row: dict, item: str, what: str = "row") -> Row:
     """``row`` as ``model``, or ItemError naming ``item`` and every field that is wrong
     ("<what> lacks [...]" when fields are only missing)."""
     try:
-        return model.model_validate(row, context={"allowed": tuple(allowed)})
+        return model.model_validate(row)
     except ValidationError as err:
         errors = err.errors()
         missing = [str(e["loc"][0]) for e in errors if e["type"] == "missing"]
@@ -201,7 +190,7 @@ def row_name(row: dict, key: str, fallback: str) -> str:
 # ----------------------------------------------------------------------------- readers
 
 
-def read_manifest(raw_dir: str, rejections: Rejections, allowed: Sequence[str] = ()) -> tuple[list[TrackRow], int]:
+def read_manifest(raw_dir: str, rejections: Rejections) -> tuple[list[TrackRow], int]:
     """A raw shard's valid manifest rows, the first of each track id (later ones rejected), and
     the number of entries (non-blank lines) the manifest holds. Decoded strictly: a line that is
     not UTF-8 is rejected with its byte offset, never read with replacement characters."""
@@ -215,7 +204,7 @@ def read_manifest(raw_dir: str, rejections: Rejections, allowed: Sequence[str] =
                                 what="manifest row"):
         name = row_name(raw, "track_id", item)
         try:
-            row = validate_row(TrackRow, raw, name, allowed, what="manifest row")
+            row = validate_row(TrackRow, raw, name, what="manifest row")
         except ItemError as err:
             rejections.add(err.item, err.reason)
             continue
@@ -253,7 +242,7 @@ def _pylist(table: pa.Table, shard_dir: str, rejections: Rejections) -> list[dic
 
 
 def read_clip_rows(shard_dir: str, model: type[Row], rejections: Rejections,
-                   allowed: Sequence[str] = (), skip: Collection[str] = ()) -> list[Row]:
+                   skip: Collection[str] = ()) -> list[Row]:
     """A clip shard's rows that are valid ``model``s (ClipRow, ClipAudio, ClipCaptions); each
     other row is rejected under its clip id (or ``shard/clips.parquet:row N``) with the reason.
     Rows whose clip id is in ``skip`` (dropped, and recorded, by an earlier step) are left out
@@ -265,7 +254,7 @@ def read_clip_rows(shard_dir: str, model: type[Row], rejections: Rejections,
             continue
         try:
             item = row_name(raw, "clip_id", f"{shard_dir}/{layout.CLIPS}:row {i}")
-            kept.append(validate_row(model, raw, item, allowed, what="clip row"))
+            kept.append(validate_row(model, raw, item, what="clip row"))
         except ItemError as err:
             rejections.add(err.item, err.reason)
     return kept

@@ -92,7 +92,8 @@ class Ranking:
     k: int
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """``x``'s rows scaled to unit length (an all-zero row stays zero)."""
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
@@ -105,7 +106,7 @@ def chunk_rows(dim: int) -> int:
 
 
 def _row_norms(x: np.ndarray) -> np.ndarray:
-    """[N] the divisors ``_unit_rows`` uses (max(|row|, 1e-12)), a chunk of rows at a time:
+    """[N] the divisors ``unit_rows`` uses (max(|row|, 1e-12)), a chunk of rows at a time:
     np.linalg.norm over all of ``x`` would hold a squared copy of it."""
     out = np.empty(len(x), dtype=x.dtype)
     step = chunk_rows(x.shape[1])
@@ -120,7 +121,7 @@ def _cosine_block(queries: np.ndarray, gallery: np.ndarray, gallery_norms: np.nd
     the product, so no unit copy of either whole set is ever made."""
     if gallery_norms is None:
         return queries @ gallery.T
-    scores = _unit_rows(queries) @ gallery.T
+    scores = unit_rows(queries) @ gallery.T
     scores /= gallery_norms[None, :]
     return scores
 
@@ -393,8 +394,8 @@ def pair_cosines(a: np.ndarray, b: np.ndarray, rows_a: np.ndarray, rows_b: np.nd
     out = np.empty(len(rows_a), dtype=np.float64)
     step = chunk_rows(a.shape[1])
     for lo in range(0, len(rows_a), step):
-        x = _unit_rows(np.asarray(a[rows_a[lo : lo + step]], np.float64))
-        y = _unit_rows(np.asarray(b[rows_b[lo : lo + step]], np.float64))
+        x = unit_rows(np.asarray(a[rows_a[lo : lo + step]], np.float64))
+        y = unit_rows(np.asarray(b[rows_b[lo : lo + step]], np.float64))
         out[lo : lo + step] = (x * y).sum(axis=1)
     return out
 

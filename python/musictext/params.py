@@ -21,7 +21,7 @@ from musictext.ingest.plan import MAX_SHARDS, with_folder
 from musictext.ingest.registry import check_sources
 from musictext.rejects import describe_validation
 
-__all__ = ["MAX_SHARDS", "check_run_params"]
+__all__ = ["check_run_params"]
 
 
 Count = Annotated[int, Field(ge=0)]  # 0 keeps the family config's value (epochs, batch size)
@@ -128,16 +128,16 @@ def _check_launch(run: RunParams, problems: list[str]) -> None:
     """The train task's launch config: the pipeline's knobs, then train_options (nested fields)."""
     if run.train_launcher is None:
         return
-    from musictext.train.launch import launch_config, launchers  # the trainer's side, only when asked
+    from musictext.train.launch import launchers, pipeline_launch_config  # the trainer's side, only when asked
 
     if run.train_launcher not in launchers():
         problems.append(f"train_launcher: must be one of {launchers()}, got {run.train_launcher!r}")
         return
-    knobs = {"nnodes": run.train_nodes, "nproc_per_node": run.procs_per_node, "gpus_per_node": run.gpus_per_node,
-             "node_selector": run.gpu_node_selector, "image": run.train_image,
-             "timeout_s": run.train_timeout_minutes * 60 if run.train_timeout_minutes else None}
     _collect(problems, f"train_options for the {run.train_launcher} launcher",
-             lambda: launch_config(run.train_launcher, **deep_merge(knobs, run.train_options or {})))
+             lambda: pipeline_launch_config(
+                 run.train_launcher, nnodes=run.train_nodes, nproc_per_node=run.procs_per_node,
+                 gpus_per_node=run.gpus_per_node, node_selector=run.gpu_node_selector, image=run.train_image,
+                 timeout_minutes=run.train_timeout_minutes, train_options=run.train_options))
 
 
 def check_run_params(params: dict) -> None:

@@ -109,29 +109,24 @@ def read_jsonl(uri: str) -> Iterator[dict]:
 
 
 def write_parquet(uri: str, table: pa.Table) -> None:
+    write_parquet_batches(uri, table.schema, [table])
+
+
+def write_parquet_batches(uri: str, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
+    """Write ``tables`` (each of ``schema``) one after another as one Parquet file, atomically.
+    Memory is one table's, whatever the file's size. An exception from ``tables`` leaves no file
+    behind."""
     # Dictionary-encode only the string columns: on float vectors (all distinct values) it costs
     # time for nothing -- a 54 MB float16 4,096-D targets file wrote in 6.0 s instead of 2.5 s
     # and read in 3.7 s instead of 0.8 s.
-    strings = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    _atomic(uri, lambda fs, tmp: pq.write_table(table, tmp, filesystem=fs, use_dictionary=strings))
-
-
-def write_parquet_batches(uri: str, schema: pa.Schema, tables: Iterable[pa.Table]) -> int:
-    """Write ``tables`` (each of ``schema``) one after another as one Parquet file, atomically;
-    return the rows written. Memory is one table's, whatever the file's size. An exception from
-    ``tables`` leaves no file behind."""
     strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    written = 0
 
     def _write(fs, tmp):
-        nonlocal written
         with fs.open(tmp, "wb") as fh, pq.ParquetWriter(fh, schema, use_dictionary=strings) as writer:
             for table in tables:
                 writer.write_table(table)
-                written += table.num_rows
 
     _atomic(uri, _write)
-    return written
 
 
 def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from musictext_kfp.local import KFP_CACHE_DIR, PIPELINE_DIR, TMP_DIR, is_temporary, run_processes
+from musictext_kfp.local import KFP_CACHE_DIR, KILL_SETTLE_S, PIPELINE_DIR, run_processes
 
 # The smallest run that still has every stage: 2 shards of 12 tracks, one family; stage 1 has two
 # epochs so that a kill after its first checkpoint leaves something to resume from.
@@ -29,7 +29,7 @@ TINY = [
 ]
 DRY_TINY = ["--corpus-size", "24", "--shard-size", "12"]
 RUN_TIMEOUT_S = 1200
-SETTLE_S = 20.0  # the watchdog's KILL_SETTLE_S plus its start
+SETTLE_S = KILL_SETTLE_S + 10.0  # the watchdog's kill window plus its start
 RESUMED = re.compile(r"resumed run (\S+): (\d+) tasks reused, (\d+) run")
 
 
@@ -62,11 +62,6 @@ def wait_until_no_processes(run_dir: Path, timeout_s: float = SETTLE_S) -> list[
     while (left := leftover_processes(run_dir)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
-
-
-def temporaries(run_dir: Path) -> list[str]:
-    found = [str(p) for p in run_dir.rglob("*") if is_temporary(p.name)]
-    return found + ([TMP_DIR] if (run_dir / TMP_DIR).exists() else [])
 
 
 def cache_entries(run_dir: Path) -> int:

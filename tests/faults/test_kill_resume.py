@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from musictext_kfp.local import temporaries
+
 from .conftest import (
     DRY_TINY,
     RESUMED,
@@ -17,7 +19,6 @@ from .conftest import (
     cache_entries,
     kill_at,
     run_cli,
-    temporaries,
     wait_until_no_processes,
 )
 

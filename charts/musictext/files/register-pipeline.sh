@@ -20,23 +20,21 @@ import os
 import sys
 from pathlib import Path
 
-from kfp_server_api.exceptions import ApiException
-
 from musictext_kfp.submit import SubmitError, check_server, connect, settings_from_env, upload
 
 try:
     settings = settings_from_env()
     where = f"namespace {settings.namespace}" if settings.namespace else "shared pipelines"
     check_server(settings)
-    upload(connect(settings), Path(os.environ["PACKAGE"]), settings.pipeline_name, settings.version_name, settings)
+    # exist_ok: a retried hook whose earlier attempt uploaded before failing finds its version
+    # there; the version name hashes the compile flags, so that version holds this package.
+    _, version_id = upload(connect(settings), Path(os.environ["PACKAGE"]), settings.pipeline_name,
+                           settings.version_name, settings, exist_ok=True)
 except SubmitError as err:
-    cause = err.__cause__
-    if isinstance(cause, ApiException) and cause.status == 409 and "uploading version" in str(err):
-        # A retried hook whose earlier attempt uploaded before failing: the version name hashes
-        # the compile flags, so that version holds this package.
-        print(f"pipeline {os.environ['KFP_PIPELINE_NAME']} already has version {os.environ['KFP_PIPELINE_VERSION']}")
-        sys.exit(0)
     print(f"register-pipeline: {err}", file=sys.stderr)
     sys.exit(err.code)
-print(f"uploaded version {settings.version_name} of pipeline {settings.pipeline_name} ({where})")
+if version_id is None:
+    print(f"pipeline {settings.pipeline_name} already has version {settings.version_name}")
+else:
+    print(f"uploaded version {settings.version_name} of pipeline {settings.pipeline_name} ({where})")
 PY

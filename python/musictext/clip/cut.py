@@ -47,7 +47,6 @@ import io
 import logging
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,7 +57,7 @@ from musictext import layout, schema, storage
 from musictext.audio.decode import check_waveform, librosa_load_array, open_audio, soxr_resample
 from musictext.config import load_family_config, m2l_native_rate_override
 from musictext.logs import progress
-from musictext.manifest import confined, read_manifest
+from musictext.manifest import read_manifest
 from musictext.rejects import ItemError, Rejections
 
 log = logging.getLogger(__name__)
@@ -127,7 +126,7 @@ def render_clip(audio: np.ndarray, rate: int, rendering: str) -> tuple[np.ndarra
     if rendering == "native":
         return audio, rate
     if rendering == "mono24k":
-        return librosa_loaded(audio, rate, MONO24K_RATE)[:, None], MONO24K_RATE
+        return librosa_load_array(audio, rate, MONO24K_RATE)[:, None], MONO24K_RATE
     if rendering == "stereo44k":
         stereo = to_stereo(audio)
         if rate == STEREO44K_RATE:
@@ -135,13 +134,6 @@ def render_clip(audio: np.ndarray, rate: int, rendering: str) -> tuple[np.ndarra
         resampled = soxr_resample(stereo, rate, STEREO44K_RATE, axis=0)  # librosa.resample's samples
         return resampled.astype(np.float32, copy=False), STEREO44K_RATE
     raise ValueError(f"unknown rendering {rendering!r}; expected one of {schema.RENDERINGS}")
-
-
-def librosa_loaded(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
-    """``librosa.load(f, sr=target_rate, mono=True)`` of ``audio`` ([samples, channels]) written
-    as a float WAV file ``f``: librosa's samples exactly (tests/test_memory_bounds.py compares them
-    with librosa itself), without librosa's ~175 MiB of imports in the clip stage."""
-    return librosa_load_array(audio, rate, target_rate)
 
 
 # ----------------------------------------------------------------------------- families
@@ -157,13 +149,6 @@ def renderings_for(families: list[str], profile: str, m2l_native_rate: bool = Fa
 
 
 # ----------------------------------------------------------------------------- paths
-
-
-def resolve_audio(shard_dir: str, rel_path: str, item: str = "", allowed: Sequence[str] = ()) -> str:
-    """An audio path from a manifest or clips table, made usable: relative to its shard dir.
-    ItemError naming ``item`` for one that would leave the shard (absolute, a URL, ``..``)
-    unless it lies under an ``allowed`` prefix (``manifest.confined``)."""
-    return confined(shard_dir, rel_path, item or rel_path, where="the shard", allowed=allowed)
 
 
 def clip_file_name(clip_id: str, clip_format: str = DEFAULT_CLIP_FORMAT) -> str:
@@ -302,12 +287,12 @@ def track_phase(track: dict) -> int:
 
 
 def _clip_track(track, raw_dir, out_dir, renderings, clip_seconds, max_clips, min_seconds, clip_format,
-                rejections, stats, allowed=()):
+                rejections, stats):
     track_id = track["track_id"]
     captions = track["captions"]  # non-blank, stripped (manifest.TrackRow)
     phase = track_phase(track)
     try:
-        uri = resolve_audio(raw_dir, track["path"], track_id, allowed)
+        uri = storage.join(raw_dir, track["path"])  # confined to the shard by manifest.TrackRow
         part = decode_track(track_id, uri, track, clip_seconds, max_clips)
     except ItemError as err:
         if track.get("origin"):  # the file the user can fix, not our copy of it
@@ -367,16 +352,14 @@ def clip_shard(
     max_clips_per_track: int = 1,
     min_seconds: float = 1.0,
     clip_format: str = DEFAULT_CLIP_FORMAT,
-    allowed_prefixes: Sequence[str] = (),
 ) -> dict:
     """Write clips.parquet (schema.CLIP_SCHEMA), audio/<rendering>/<clip>.<clip_format> and
     rejected.jsonl. ``renderings``: see ``renderings_for``. Every manifest row is checked
-    (``manifest.TrackRow``): its audio path must stay inside ``raw_dir`` unless it lies under
-    one of ``allowed_prefixes`` (e.g. a bucket of the user's own files)."""
+    (``manifest.TrackRow``): its audio path must stay inside ``raw_dir``."""
     renderings = _check_args(renderings, clip_seconds, max_clips_per_track, min_seconds, clip_format)
     storage.makedirs(out_dir)
     rejections = Rejections("clip")
-    rows_read, entries = read_manifest(raw_dir, rejections, allowed_prefixes)
+    rows_read, entries = read_manifest(raw_dir, rejections)
     tracks = [row.model_dump() for row in rows_read]
     rows: list[dict] = []
     stats = {"clipped_samples": 0, "downmixed_tracks": 0}
@@ -384,7 +367,7 @@ def clip_shard(
         try:
             rows.extend(
                 _clip_track(track, raw_dir, out_dir, renderings, clip_seconds, max_clips_per_track,
-                            min_seconds, clip_format, rejections, stats, allowed_prefixes)
+                            min_seconds, clip_format, rejections, stats)
             )
         except ItemError as err:
             rejections.add(err.item, err.reason)

@@ -9,17 +9,12 @@ clip, is dropped there once (``merge_clips``), and text and targets both leave i
 
 from __future__ import annotations
 
-import logging
-
 import pyarrow as pa
 
 from musictext import layout, storage
 from musictext.corpus_stats import corpus_stats, stats_markdown
 from musictext.manifest import ClipRow, read_clip_rows
 from musictext.rejects import Rejections, read_rejections
-
-log = logging.getLogger(__name__)
-
 
 MERGE_STAGE = "merge_shards"
 # In a family's gathered targets dir: the target shards that lost rows to the index, rewritten.
@@ -84,15 +79,10 @@ def write_index(shard_uris: list[str], out_dir: str, target_uris: list[str] | No
             "rejected": len(rejected), "dropped": sum(len(ids) for ids in dropped.values())}
 
 
-def _kept_rows(uri: str, drop: set[str], seen: set[str]) -> pa.Table | None:
-    """The target shard without the ``drop`` ids and the ids already ``seen`` in an earlier
-    shard, or None when nothing goes. Adds its kept ids to ``seen``."""
+def _kept_rows(uri: str, drop: set[str]) -> pa.Table | None:
+    """The target shard without the ``drop`` ids, or None when none of them is in it."""
     ids = storage.read_parquet(uri, columns=["clip_id"]).column("clip_id").to_pylist()
-    keep = [c not in drop and c not in seen for c in ids]
-    stray = sorted({c for c, k in zip(ids, keep) if not k and c not in drop})
-    if stray:  # the index pairs each target shard with its clip shard; this is a safety net
-        log.warning("%s: %d clip ids already in an earlier target shard left out: %s", uri, len(stray), stray[:5])
-    seen.update(c for c, k in zip(ids, keep) if k)
+    keep = [c not in drop for c in ids]
     if all(keep):
         return None
     return storage.read_parquet(uri).filter(pa.array(keep))
@@ -104,7 +94,8 @@ def gather_targets(index_dir: str, family: str, out_dir: str) -> dict:
     Nothing is copied where it can be avoided: readers (``target_files``) open the listed Parquet
     files where they are. A shard holding clips the index dropped (``write_index``: duplicates of
     an earlier shard's clips, bad rows) is listed as a copy without them, so each clip id has one
-    target, as it has one set of captions.
+    target, as it has one set of captions. Only such a shard is opened here: the index alone
+    decides which copy of a clip id stays (text preparation reads the same "dropped").
     """
     index = layout.read_index(index_dir)
     shard_dirs = [storage.join(uri, family) for uri in index["targets"]]
@@ -122,17 +113,19 @@ def gather_targets(index_dir: str, family: str, out_dir: str) -> dict:
     dropped = index.get("dropped") or {}
     clip_shards = index["shards"] if len(index["shards"]) == len(shard_dirs) else [None] * len(shard_dirs)
     files: list[str] = []
-    seen: set[str] = set()
+    n = sum(int(m["n"]) for m in metas)  # each shard's row count, one per clip id (embed_clips)
     for k, (shard_dir, clip_shard) in enumerate(zip(shard_dirs, clip_shards)):
         uri = storage.join(shard_dir, layout.TARGETS)
-        kept = _kept_rows(uri, set(dropped.get(clip_shard, ())), seen)
+        drop = set(dropped.get(clip_shard, ()))
+        kept = _kept_rows(uri, drop) if drop else None
         if kept is not None:
+            n -= int(metas[k]["n"]) - kept.num_rows
             uri = storage.join(out_dir, KEPT_DIR, f"{k:05d}-{layout.TARGETS}")
             storage.write_parquet(uri, kept)
         files.append(uri)
     rejected = [row for shard_dir in shard_dirs for row in read_rejections(shard_dir)]
     meta = {k: v for k, v in metas[0].items() if k not in ("inputs", "fingerprint", "skipped")}
-    meta.update(n=len(seen), n_rejected=len(rejected), shards=len(shard_dirs))
+    meta.update(n=n, n_rejected=len(rejected), shards=len(shard_dirs))
     storage.write_json(storage.join(out_dir, layout.TARGET_SHARDS), {"files": files})
     storage.write_jsonl(storage.join(out_dir, layout.REJECTED), rejected)
     storage.write_json(storage.join(out_dir, layout.META), meta)

@@ -32,6 +32,7 @@ from musictext.metrics import (
     pos_neg_cosines,
     positive_pairs,
     retrieval_both_ways,
+    unit_rows,
 )
 from musictext.text_encoder import BLOCK_NAMES
 
@@ -89,9 +90,7 @@ class EvalSet:
         out = np.zeros((len(self.track_ids), self.audio.shape[1]))
         step = chunk_rows(self.audio.shape[1])
         for lo in range(0, len(self.audio), step):
-            part = self.audio[lo : lo + step]
-            np.add.at(out, self.audio_track[lo : lo + step],
-                      part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-12))
+            np.add.at(out, self.audio_track[lo : lo + step], unit_rows(self.audio[lo : lo + step]))
         return out
 
 
@@ -211,17 +210,20 @@ def evaluate_set(
         "cosine_histogram": cosine_histogram_png(pos, neg, f"{label}caption-audio cosine"),
     }
     tag_sets = track_tag_sets(data.tags) if data.tags is not None else None
-    if tag_sets is not None and embed_texts is not None:
+    tagging = tag_sets is not None and embed_texts is not None
+    # The track vectors are T x dim float64: made once, and only when tagging or a map uses them.
+    track_audio = data.track_audio() if tagging or options.projections else None
+    if tagging:
         metrics["tagging"] = zero_shot_tagging(
-            embed_texts, data.track_audio(), data.tags, templates=options.templates, top=options.top_tags,
+            embed_texts, track_audio, data.tags, templates=options.templates, top=options.top_tags,
             genres=options.genres, moods=options.moods, facets=options.facets,
         )
     else:
         metrics["tagging"] = {"note": "skipped: no tags given" if tag_sets is None
                               else "skipped: no text model"}
     maps, notes = {}, []
-    if options.projections:  # the track vectors are T x dim float64: only made when drawn
-        maps, notes = projection_plots(data.text, data.text_track, data.track_audio(),
+    if options.projections:
+        maps, notes = projection_plots(data.text, data.text_track, track_audio,
                                        tag_sets or [set()] * len(data.track_ids), options.projections,
                                        title=title, seed=options.seed)
     plots.update({f"projection_{m}": p for m, p in maps.items()})

@@ -18,6 +18,7 @@ from musictext.train.launch.base import (
     launch,
     launch_config,
     launchers,
+    pipeline_launch_config,
     register_backend,
 )
 from musictext.train.launch.cluster import (
@@ -47,7 +48,7 @@ RBAC_RULES: dict[str, list[dict]] = {launcher: rbac_rules(kind) for launcher, ki
 
 __all__ = [
     "PROGRAM", "Backend", "LaunchConfig", "TrainJobSpec", "backend_for", "config_class", "launch",
-    "launch_config", "launchers", "register_backend", "LocalBackend", "LocalConfig",
+    "launch_config", "launchers", "pipeline_launch_config", "register_backend", "LocalBackend", "LocalConfig",
     "ClusterJobConfig", "JobCancelled", "JobFailed", "delete_run_jobs", "run_job", "wait_for_job", "RBAC_RULES",
     "PYTORCHJOB", "PyTorchJobBackend", "PyTorchJobConfig", "build_pytorchjob",
     "TRAINJOB", "NodesFailed", "TrainJobBackend", "TrainJobConfig", "build_trainjob", "run_trainjob_locally",

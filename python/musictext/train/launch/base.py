@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from musictext import storage
-from musictext.config import FamilyConfig, load_family_config
+from musictext.config import FamilyConfig, deep_merge, load_family_config
 from musictext.layout import STATE_FILE
 
 # The training program every backend starts under torchrun.
@@ -156,6 +156,29 @@ def launch_config(launcher: str, **params: Any) -> LaunchConfig:
     if unknown:
         raise TypeError(f"no launcher takes {unknown}")
     return cls.model_validate({k: v for k, v in params.items() if k in cls.model_fields and v is not None})
+
+
+def pipeline_launch_config(
+    launcher: str,
+    *,
+    nnodes: int | None,
+    nproc_per_node: int | None,
+    gpus_per_node: int | None,
+    node_selector: dict | None,
+    image: str | None,
+    timeout_minutes: int | None,
+    extras: dict[str, Any] | None = None,
+    train_options: dict | None = None,
+) -> LaunchConfig:
+    """The launch config a pipeline's train task runs: its knobs (None, and a timeout of 0
+    minutes, keep the backend's default), replaced by ``extras`` (the task's own fields, e.g.
+    its node selector from KFP), then ``train_options`` (any launch-config field, nested) on
+    top. The train task and the run-parameter check both build it here, so the check accepts
+    exactly what the task will."""
+    knobs = {"nnodes": nnodes, "nproc_per_node": nproc_per_node, "gpus_per_node": gpus_per_node,
+             "node_selector": node_selector, "image": image,
+             "timeout_s": timeout_minutes * 60 if timeout_minutes else None, **(extras or {})}
+    return launch_config(launcher, **deep_merge(knobs, train_options or {}))
 
 
 def backend_for(config: LaunchConfig, **options: Any) -> Backend:

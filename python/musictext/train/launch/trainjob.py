@@ -33,6 +33,7 @@ from pydantic import model_validator
 
 from musictext.train.launch.base import PROGRAM, register_backend
 from musictext.train.launch.cluster import (
+    TAIL_LINES,
     ClusterBackend,
     ClusterJobConfig,
     JobFailed,
@@ -157,9 +158,6 @@ def torch_plugin_env(trainjob: dict, rank: int, master_port: int) -> dict[str, s
     trainer = trainjob["spec"]["trainer"]
     return {"PET_NNODES": str(trainer.get("numNodes", 1)), "PET_NPROC_PER_NODE": str(trainer.get("numProcPerNode", 1)),
             "PET_NODE_RANK": str(rank), "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(master_port)}
-
-
-TAIL_LINES = 40
 
 
 def run_trainjob_locally(trainjob: dict, env: dict[str, str] | None = None,
